@@ -1,0 +1,32 @@
+# tiesmerge — `make test` and `make demo` work from a clean clone on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU boxes here resolve torch==2.13.0 to a local CPU build; an unpinned torch would pull CUDA (GBs).
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.tiesmerge-installed
+
+.PHONY: setup test test-all demo clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+test-all: setup
+	$(PY) -m pytest -q -m ""
+
+# Until the demo issue lands: a synthetic four-adapter set at SmolLM2-135M shapes, merged with TIES.
+demo: setup
+	$(VENV)/bin/tiesmerge examples create build/demo --force
+	$(VENV)/bin/tiesmerge merge build/demo/recipe.yaml -o build/demo/merged --force
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,115 @@
+"""Check that a set of adapters can be merged, and plan which adapters hold each module."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from tiesmerge.adapters.reader import AdapterReader, ModuleEntry, natural_key
+from tiesmerge.errors import BadInputError
+
+
+@dataclass(frozen=True)
+class ModulePlan:
+    """One output module: its name, shape, and the indices of the adapters that adapt it.
+
+    A module present in only some adapters is merged over those that have it; the others
+    contribute nothing to it (their weights are left out of its normalisation too).
+    """
+
+    name: str
+    d_out: int
+    d_in: int
+    embedding: bool
+    members: tuple[int, ...]
+    a_key: str
+    b_key: str
+
+
+@dataclass(frozen=True)
+class SetPlan:
+    modules: tuple[ModulePlan, ...]
+    base_model: str | None
+    dtype: torch.dtype  # the inputs' factor dtype (fp32 if they differ)
+    max_input_rank: int
+    fan_in_fan_out: bool
+    task_type: str | None
+    layers_restricted: bool
+
+    @property
+    def shared_count(self) -> int:
+        return sum(1 for m in self.modules if len(m.members) > 1)
+
+
+def _normalise_base(name: str | None) -> str | None:
+    return name.rstrip("/") if name else None
+
+
+def check_base(readers: Sequence[AdapterReader], expected: str | None, allow_mismatch: bool) -> str | None:
+    """The common base model of the set (None if no adapter names one)."""
+    named = [(r.name, _normalise_base(r.settings.base_model)) for r in readers if r.settings.base_model]
+    bases = {b for _, b in named}
+    if expected is not None:
+        bases_with_expected = bases | {_normalise_base(expected)}
+    else:
+        bases_with_expected = bases
+    if len(bases_with_expected) > 1 and not allow_mismatch:
+        detail = ", ".join(f"{n}: {b}" for n, b in named)
+        if expected is not None:
+            detail += f"; recipe base_model: {expected}"
+        raise BadInputError(
+            f"adapters were trained on different base models ({detail}); merging them is usually "
+            "meaningless — pass --allow-base-mismatch (or allow_base_mismatch: true) if they are the same model"
+        )
+    if expected is not None:
+        return expected
+    return named[0][1] if named else None
+
+
+def plan_set(readers: Sequence[AdapterReader], expected_base: str | None = None, allow_base_mismatch: bool = False) -> SetPlan:
+    """Validate the adapter set as a whole and return the per-module merge plan."""
+    if not readers:
+        raise BadInputError("no adapters given; a recipe needs at least one adapter")
+    base = check_base(readers, expected_base, allow_base_mismatch)
+    fifo = {r.settings.fan_in_fan_out for r in readers}
+    if len(fifo) > 1:
+        raise BadInputError("adapters disagree on fan_in_fan_out, so their factors are laid out differently")
+
+    first: dict[str, ModuleEntry] = {}
+    members: dict[str, list[int]] = {}
+    for i, reader in enumerate(readers):
+        for name, entry in reader.modules.items():
+            seen = first.setdefault(name, entry)
+            if (seen.d_out, seen.d_in, seen.embedding) != (entry.d_out, entry.d_in, entry.embedding):
+                owner = readers[members[name][0]].name
+                raise BadInputError(
+                    f"module {name!r} is {list(seen.shape)} in adapter {owner!r} but {list(entry.shape)} "
+                    f"in adapter {reader.name!r}: the adapters were trained on different base models"
+                )
+            members.setdefault(name, []).append(i)
+
+    dtypes = {e.dtype for r in readers for e in r.modules.values()}
+    task_types = {r.settings.task_type for r in readers}
+    modules = tuple(
+        ModulePlan(
+            name=name,
+            d_out=first[name].d_out,
+            d_in=first[name].d_in,
+            embedding=first[name].embedding,
+            members=tuple(members[name]),
+            a_key=first[name].a_key,
+            b_key=first[name].b_key,
+        )
+        for name in sorted(first, key=natural_key)
+    )
+    return SetPlan(
+        modules=modules,
+        base_model=base,
+        dtype=dtypes.pop() if len(dtypes) == 1 else torch.float32,
+        max_input_rank=max(e.rank for r in readers for e in r.modules.values()),
+        fan_in_fan_out=fifo.pop(),
+        task_type=task_types.pop() if len(task_types) == 1 else None,
+        layers_restricted=any(r.settings.layers_restricted for r in readers),
+    )

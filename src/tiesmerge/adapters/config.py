@@ -1,0 +1,133 @@
+"""Read and check a PEFT LoRA `adapter_config.json`; the effective scale of each module."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from tiesmerge.errors import BadInputError
+
+CONFIG_NAME = "adapter_config.json"
+
+# Options that change what the saved tensors mean, so that ΔW = s·B·A no longer
+# describes the adapter. Merging them as plain LoRA would be silently wrong.
+_UNSUPPORTED_FLAGS: Mapping[str, str] = {
+    "use_dora": "DoRA adds a per-column magnitude vector that is not a low-rank delta; "
+    "merge the DoRA weights into the base model first, or merge plain-LoRA adapters",
+    "lora_bias": "lora_bias trains a bias on lora_B that is not part of ΔW = B·A",
+    "use_qalora": "QA-LoRA pools inputs before lora_A, so ΔW is not B·A",
+    "use_bdlora": "block-diagonal LoRA is not a plain B·A product",
+}
+_UNSUPPORTED_VALUES: Mapping[str, str] = {
+    "target_parameters": "LoRA on nn.Parameter targets (target_parameters) is not supported",
+    "modules_to_save": "modules_to_save stores full trainable copies of modules, which are not "
+    "low-rank deltas; re-save the adapter without modules_to_save",
+    "trainable_token_indices": "trainable tokens are full embedding rows, not low-rank deltas",
+    "alora_invocation_tokens": "activated LoRA (aLoRA) applies only after invocation tokens",
+    "layer_replication": "layer_replication changes the base model's layer layout",
+    "arrow_config": "Arrow routing mixes adapters at inference time",
+}
+
+
+def _pattern_key(patterns: Mapping[str, Any], module: str) -> str | None:
+    """PEFT's rule (peft.utils.other.get_pattern_key): the first pattern that matches
+    a suffix of the module name, or None."""
+    for key in patterns:
+        if re.match(rf"(.*\.)?({key})$", module):
+            return key
+    return None
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """What tiesmerge needs from an adapter config."""
+
+    path: Path
+    r: int
+    lora_alpha: float
+    use_rslora: bool
+    rank_pattern: Mapping[str, int] = field(default_factory=dict)
+    alpha_pattern: Mapping[str, float] = field(default_factory=dict)
+    base_model: str | None = None
+    target_modules: Any = None
+    fan_in_fan_out: bool = False
+    task_type: str | None = None
+    layers_restricted: bool = False
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def rank_of(self, module: str) -> int:
+        key = _pattern_key(self.rank_pattern, module)
+        return int(self.rank_pattern[key]) if key is not None else self.r
+
+    def alpha_of(self, module: str) -> float:
+        key = _pattern_key(self.alpha_pattern, module)
+        return float(self.alpha_pattern[key]) if key is not None else self.lora_alpha
+
+    def scale_of(self, module: str) -> float:
+        """PEFT's scaling for this module: α/r, or α/√r with use_rslora."""
+        r, alpha = self.rank_of(module), self.alpha_of(module)
+        return alpha / math.sqrt(r) if self.use_rslora else alpha / r
+
+
+def _is_set(value: Any) -> bool:
+    return value not in (None, False, [], {}, "", 0)
+
+
+def read_lora_settings(adapter_dir: Path, label: str) -> LoraSettings:
+    """Parse and check `adapter_dir/adapter_config.json`; raise BadInputError naming the problem."""
+    cfg_path = adapter_dir / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise BadInputError(
+            f"{label}: no {CONFIG_NAME} in {adapter_dir} — not a PEFT adapter directory "
+            "(point at the folder that PeftModel.save_pretrained wrote)"
+        )
+    try:
+        raw = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"{label}: {cfg_path} is not valid JSON ({exc}); fix or re-save the adapter") from None
+    if not isinstance(raw, dict):
+        raise BadInputError(f"{label}: {cfg_path} must hold a JSON object, got {type(raw).__name__}")
+
+    peft_type = raw.get("peft_type")
+    if peft_type != "LORA":
+        raise BadInputError(
+            f"{label}: peft_type is {peft_type!r}; tiesmerge merges LORA adapters only "
+            "(plain LoRA or RSLoRA, saved by PEFT)"
+        )
+    for key, why in _UNSUPPORTED_FLAGS.items():
+        if raw.get(key):
+            raise BadInputError(f"{label}: {key}=true is not supported: {why}")
+    for key, why in _UNSUPPORTED_VALUES.items():
+        if _is_set(raw.get(key)):
+            raise BadInputError(f"{label}: {key} is set ({raw[key]!r}) and is not supported: {why}")
+
+    try:
+        r = int(raw["r"])
+        alpha = float(raw.get("lora_alpha", r))
+        rank_pattern = {str(k): int(v) for k, v in (raw.get("rank_pattern") or {}).items()}
+        alpha_pattern = {str(k): float(v) for k, v in (raw.get("alpha_pattern") or {}).items()}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadInputError(f"{label}: {cfg_path} has a missing or non-numeric r / lora_alpha / pattern ({exc})") from None
+    if r <= 0 or any(v <= 0 for v in rank_pattern.values()):
+        raise BadInputError(f"{label}: ranks must be positive (r={r}, rank_pattern={rank_pattern})")
+
+    restricted = any(_is_set(raw.get(k)) for k in ("layers_to_transform", "layers_pattern", "exclude_modules"))
+    restricted = restricted or isinstance(raw.get("target_modules"), str)
+    return LoraSettings(
+        path=cfg_path,
+        r=r,
+        lora_alpha=alpha,
+        use_rslora=bool(raw.get("use_rslora", False)),
+        rank_pattern=rank_pattern,
+        alpha_pattern=alpha_pattern,
+        base_model=raw.get("base_model_name_or_path") or None,
+        target_modules=raw.get("target_modules"),
+        fan_in_fan_out=bool(raw.get("fan_in_fan_out", False)),
+        task_type=raw.get("task_type"),
+        layers_restricted=restricted,
+        raw=raw,
+    )

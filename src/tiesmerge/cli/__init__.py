@@ -1,0 +1,1 @@
+"""The `tiesmerge` command line (typer): one file per command group, thin commands."""

@@ -1,0 +1,46 @@
+"""The typer application: global options and the command table."""
+
+from __future__ import annotations
+
+import typer
+
+from tiesmerge import __version__
+from tiesmerge.cli import examples, inspect, merge, methods
+
+app = typer.Typer(
+    name="tiesmerge",
+    help="Merge PEFT LoRA / RSLoRA adapters in ΔW space (TIES and the task-arithmetic family) into one PEFT adapter.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tiesmerge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    debug: bool = typer.Option(False, "--debug", help="show tracebacks instead of one-line errors"),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
+) -> None:
+    ctx.obj = {"debug": debug}
+
+
+app.command("merge")(merge.merge)
+app.command("validate")(merge.validate)
+app.command("inspect")(inspect.inspect)
+app.command("methods")(methods.methods)
+app.add_typer(examples.app, name="examples")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

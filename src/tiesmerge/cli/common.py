@@ -1,0 +1,59 @@
+"""What every command shares: one-line errors with exit codes, --debug, help text from the config models."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from typing import Any, Callable, TypeVar
+
+import click
+import typer
+from pydantic import BaseModel
+
+from tiesmerge.errors import TiesmergeError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def debug_enabled() -> bool:
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx else None
+    return bool((root.obj or {}).get("debug")) if root else bool(os.environ.get("TIESMERGE_DEBUG"))
+
+
+def fail(message: str, code: int) -> "typer.Exit":
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def guarded(fn: F) -> F:
+    """Turn library errors into `error: <one line>` on stderr and the error's exit code (2: bad input)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, click.exceptions.ClickException):
+            raise
+        except TiesmergeError as exc:
+            if debug_enabled():
+                raise
+            raise fail(str(exc).replace("\n", " "), exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted; nothing was written", 130) from None
+        except Exception as exc:  # a bug: say so, keep the traceback for --debug
+            if debug_enabled():
+                raise
+            raise fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def field_help(model: type[BaseModel], name: str) -> str:
+    """The config model's description of a field, so a flag's help is written once, in the model."""
+    return model.model_fields[name].description or ""
+
+
+def stderr_is_tty() -> bool:
+    return sys.stderr.isatty()

@@ -1,0 +1,173 @@
+"""`tiesmerge merge` and `tiesmerge validate`: read a recipe (or flags) → validate → call the driver."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tiesmerge.cli.common import field_help, guarded
+from tiesmerge.cli.progress import module_progress
+from tiesmerge.configs.loader import read_yaml, recipe_from_dict
+from tiesmerge.configs.recipe import AdapterEntry, MergeParameters, OutputSpec, Recipe
+from tiesmerge.errors import BadInputError
+from tiesmerge.merge import driver
+from tiesmerge.merge.job import describe, prepare, resolve_device
+from tiesmerge.merge.types import Method, SignRule
+
+P, O, A, R = MergeParameters, OutputSpec, AdapterEntry, Recipe
+
+
+def parse_adapter_flag(spec: str) -> dict[str, Any]:
+    """`NAME=PATH[:WEIGHT]` or `PATH[:WEIGHT]` → an adapters entry."""
+    name, sep, rest = spec.partition("=")
+    if not sep:
+        name, rest = "", spec
+    entry: dict[str, Any] = {}
+    path, colon, weight = rest.rpartition(":")
+    if colon and path:
+        try:
+            entry["weight"] = float(weight)
+        except ValueError:
+            path = rest  # a ':' that is part of the path
+    else:
+        path = rest
+    if not path:
+        raise BadInputError(f"--adapter {spec!r}: expected NAME=PATH[:WEIGHT], e.g. --adapter math=./math:0.25")
+    entry["path"] = path
+    if name:
+        entry["name"] = name
+    return entry
+
+
+def _rank_value(rank: str) -> Any:
+    return int(rank) if rank.strip().lstrip("-").isdigit() else rank.strip()
+
+
+def build_recipe(recipe: Optional[Path], adapters: List[str], overrides: dict[tuple[str, ...], Any]) -> Recipe:
+    """A recipe from a file and/or flags; flags override the file's values."""
+    if recipe is None and not adapters:
+        raise BadInputError("give a recipe file, or adapters with --adapter NAME=PATH[:WEIGHT] (see --help)")
+    data: dict[str, Any] = {}
+    if recipe is not None:
+        raw = read_yaml(recipe)
+        if not isinstance(raw, dict):
+            raise BadInputError(f"{recipe}: a recipe must be a YAML mapping with method, parameters, adapters, output")
+        data = dict(raw)
+        if adapters:
+            raise BadInputError("adapters come from the recipe or from --adapter, not both; drop one")
+    if adapters:
+        data["adapters"] = [parse_adapter_flag(a) for a in adapters]
+    for path, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        for key in path[:-1]:
+            node[key] = dict(node.get(key) or {})
+            node = node[key]
+        if path[-1] in ("density", "trim"):  # a flag replaces the recipe's density/trim, whichever it used
+            node.pop("density", None)
+            node.pop("trim", None)
+        node[path[-1]] = value
+    source = str(recipe) if recipe is not None else "command line"
+    base_dir = recipe.parent if recipe is not None else Path.cwd()
+    return recipe_from_dict(data, source, base_dir)
+
+
+def print_summary(result: driver.MergeResult, console: Console) -> None:
+    s = result.summary
+    table = Table(title=f"merge report — {result.output}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+
+    def pct(v: Optional[float]) -> str:
+        return "n/a" if v is None else f"{100 * v:.2f}%"
+
+    table.add_row("modules", str(s["modules"]))
+    table.add_row("rank", f"{s['rank_min']}–{s['rank_max']} (mean {s['rank_mean']:.1f})")
+    table.add_row("retained energy", f"mean {pct(s['retained_energy_mean'])}, min {pct(s['retained_energy_min'])} ({s['worst_module']})")
+    table.add_row("relative Frobenius error", f"mean {s['rel_frobenius_error_mean']:.4f}, max {s['rel_frobenius_error_max']:.4f}")
+    table.add_row("sign-conflict rate", pct(s["sign_conflict_rate_mean"]))
+    table.add_row("kept density (trim)", pct(s["kept_density_mean"]))
+    table.add_row("output parameters", f"{s['output_parameters']:,}")
+    table.add_row("wall time", f"{result.seconds:.1f} s")
+    table.add_row("files", "adapter_config.json, adapter_model.safetensors, README.md, merge_report.json")
+    console.print(table)
+
+
+@guarded
+def merge(
+    recipe: Optional[Path] = typer.Argument(None, help="recipe YAML (see the README); omit to build one from flags"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="output adapter directory"),
+    force: bool = typer.Option(False, "--force", help="replace a non-empty output directory"),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto (CUDA when visible)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="check everything and print the plan; write nothing"),
+    adapter: List[str] = typer.Option([], "--adapter", help="NAME=PATH[:WEIGHT], repeat per adapter (instead of a recipe)"),
+    method: Optional[Method] = typer.Option(None, "--method", help=field_help(R, "method")),
+    density: Optional[float] = typer.Option(None, "--density", help=field_help(P, "density")),
+    trim: Optional[float] = typer.Option(None, "--trim", help="share of smallest entries dropped (density = 1 - trim)"),
+    lam: Optional[float] = typer.Option(None, "--lambda", help=field_help(P, "lam")),
+    sign: Optional[SignRule] = typer.Option(None, "--sign", help=field_help(P, "sign")),
+    seed: Optional[int] = typer.Option(None, "--seed", help=field_help(P, "seed")),
+    rank: Optional[str] = typer.Option(None, "--rank", help=field_help(O, "rank")),
+    energy: Optional[float] = typer.Option(None, "--energy", help=field_help(O, "energy")),
+    max_rank: Optional[int] = typer.Option(None, "--max-rank", help=field_help(O, "max_rank")),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help=field_help(O, "dtype")),
+    base_model: Optional[str] = typer.Option(None, "--base-model", help=field_help(R, "base_model")),
+    allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help=field_help(R, "allow_base_mismatch")),
+) -> None:
+    """Merge PEFT LoRA / RSLoRA adapters into one adapter (ΔW-space TIES by default).
+
+    Examples:
+
+      tiesmerge merge recipe.yaml -o merged/
+
+      tiesmerge merge --adapter math=./math:0.5 --adapter code=./code:0.5 --density 0.2 --rank 64 -o merged/
+    """
+    overrides = {
+        ("method",): method.value if method else None,
+        ("parameters", "density"): density,
+        ("parameters", "trim"): trim,
+        ("parameters", "lambda"): lam,
+        ("parameters", "sign"): sign.value if sign else None,
+        ("parameters", "seed"): seed,
+        ("output", "rank"): _rank_value(rank) if rank is not None else None,
+        ("output", "energy"): energy,
+        ("output", "max_rank"): max_rank,
+        ("output", "dtype"): dtype,
+        ("base_model",): base_model,
+        ("allow_base_mismatch",): True if allow_base_mismatch else None,
+    }
+    spec = build_recipe(recipe, adapter, overrides)
+    dev = resolve_device(device)
+    if output is None and not dry_run:
+        raise BadInputError("no output directory; pass -o DIR (or --dry-run to only check)")
+    job = prepare(spec)
+    out = Console()
+    if dry_run:
+        for line in describe(job):
+            out.print(line, soft_wrap=True)
+        out.print(f"device: {dev}; dry run: nothing written", soft_wrap=True)
+        return
+    with module_progress(len(job.plan.modules)) as hook:
+        result = driver.run(job, output, force=force, device=dev, progress=hook,
+                            command=shlex.join(["tiesmerge", *sys.argv[1:]]))
+    print_summary(result, out)
+
+
+@guarded
+def validate(
+    recipe: Path = typer.Argument(..., help="recipe YAML to check"),
+) -> None:
+    """Check a recipe without merging: its keys and values, the adapters it names, and the set's compatibility."""
+    spec = build_recipe(recipe, [], {})
+    job = prepare(spec)
+    out = Console()
+    out.print(f"[green]ok[/green]: {recipe} is a valid recipe", soft_wrap=True)
+    for line in describe(job):
+        out.print(line, soft_wrap=True, markup=False)

@@ -1,0 +1,23 @@
+"""`tiesmerge methods`: the merge methods and the recipe parameters each one reads."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from tiesmerge.cli.common import guarded
+from tiesmerge.merge.registry import REGISTRY
+
+
+@guarded
+def methods() -> None:
+    """List the merge methods, how they run, and their parameters."""
+    table = Table(title="merge methods (recipe `method:`)", title_justify="left")
+    for col in ("method", "what it does", "parameters", "runs", "reference"):
+        table.add_column(col, overflow="fold")
+    for spec in REGISTRY.values():
+        runs = "native" if spec.native else "mergekit kernel"
+        if spec.linear:
+            runs += ", exact concat"
+        table.add_row(spec.method.value, spec.summary, ", ".join(spec.parameters), runs, spec.reference)
+    Console().print(table)

@@ -1,0 +1,69 @@
+"""Load a recipe from YAML with one-line errors, and the presets shipped with the package."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from tiesmerge.configs.recipe import Recipe
+from tiesmerge.errors import BadInputError
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line: `source: loc: message; loc: message`."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if p not in ("function-after",))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see `tiesmerge validate --help`)"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return f"{source}: " + "; ".join(parts)
+
+
+def recipe_from_dict(data: Any, source: str, base_dir: Path) -> Recipe:
+    if not isinstance(data, dict):
+        raise BadInputError(f"{source}: a recipe must be a YAML mapping with method, parameters, adapters, output")
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise BadInputError(format_validation_error(exc, source)) from None
+    return recipe.resolved(base_dir)
+
+
+def read_yaml(path: Path) -> Any:
+    """The parsed YAML document at `path` (safe loader), or a one-line BadInputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"recipe {path} not found (pass a YAML file, or build one from flags with --adapter)")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise BadInputError(f"{path}: not valid YAML{line} ({getattr(exc, 'problem', exc)})") from None
+
+
+def load_recipe(path: Path) -> Recipe:
+    """Parse and validate a recipe file; adapter paths resolve against its folder."""
+    path = Path(path)
+    return recipe_from_dict(read_yaml(path), str(path), path.parent)
+
+
+def preset_path(name: str) -> Path:
+    """Path of a preset shipped in tiesmerge/configs/presets (e.g. four_specialists)."""
+    stem = name.removesuffix(".yaml")
+    ref = resources.files("tiesmerge.configs") / "presets" / f"{stem}.yaml"
+    if not ref.is_file():
+        available = sorted(p.name.removesuffix(".yaml") for p in (resources.files("tiesmerge.configs") / "presets").iterdir())
+        raise BadInputError(f"no preset {name!r}; available: {', '.join(available)}")
+    return Path(str(ref))
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    data = recipe.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return yaml.safe_dump(data, sort_keys=False)

@@ -1,0 +1,136 @@
+"""The merge recipe: frozen pydantic models, validated when loaded (before anything is read or written)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tiesmerge.merge.registry import get as get_method
+from tiesmerge.merge.types import Method, SignRule
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, use_enum_values=False)
+
+
+def _density_from_trim(data: Any) -> Any:
+    """Accept `trim: t` (drop the smallest t) as `density: 1 - t`; store density only."""
+    if isinstance(data, dict) and data.get("trim") is not None:
+        if data.get("density") is not None:
+            raise ValueError("give either density (share kept) or trim (share dropped), not both")
+        data = dict(data)
+        trim = data.pop("trim")
+        if not isinstance(trim, (int, float)) or isinstance(trim, bool) or not 0 <= trim < 1:
+            raise ValueError(f"trim must be a number in [0, 1) (the share of smallest entries dropped), got {trim!r}")
+        data["density"] = round(1.0 - float(trim), 12)
+    elif isinstance(data, dict) and "trim" in data:
+        data = {k: v for k, v in data.items() if k != "trim"}
+    return data
+
+
+class MergeParameters(BaseModel):
+    model_config = _FROZEN
+
+    density: float | None = Field(
+        None, gt=0, le=1,
+        description="share of each ΔW's entries kept by the trim (TIES paper k=20% is 0.2); "
+        "'trim: t' in a recipe means density 1-t. Default 1 (keep all)",
+    )
+    lam: float = Field(1.0, alias="lambda", description="λ, the scale applied to the merged ΔW")
+    sign: SignRule = Field(SignRule.sum, description="TIES sign election: sum (mass, the paper's rule) or count (majority)")
+    normalize: bool | None = Field(
+        None, description="divide by the summed weights of the agreeing adapters (TIES default true, linear methods false)"
+    )
+    rescale: bool | None = Field(None, description="DARE/DELLA: rescale kept entries to the original L1 norm")
+    gamma: float | None = Field(None, ge=0, lt=1, description="breadcrumbs: share of largest entries dropped as outliers")
+    epsilon: float | None = Field(None, gt=0, lt=1, description="DELLA: spread of keep probabilities around density")
+    seed: int = Field(0, description="seed for random methods (DARE, DELLA); each module derives its own")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _trim_to_density(cls, data: Any) -> Any:
+        return _density_from_trim(data)
+
+
+class AdapterEntry(BaseModel):
+    model_config = _FROZEN
+
+    name: str = Field(..., min_length=1, description="a short name for the adapter (used in reports)")
+    path: Path = Field(..., description="PEFT adapter directory; relative paths resolve against the recipe's folder")
+    weight: float = Field(1.0, description="the adapter's weight w_i")
+    density: float | None = Field(None, gt=0, le=1, description="per-adapter density, overriding parameters.density")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        data = _density_from_trim(data)
+        if isinstance(data, dict) and not data.get("name") and data.get("path"):
+            data = {**data, "name": Path(str(data["path"])).name}
+        return data
+
+
+class OutputSpec(BaseModel):
+    model_config = _FROZEN
+
+    rank: Union[int, Literal["auto", "full"]] = Field(
+        "auto",
+        description="output LoRA rank: an int (truncated SVD), auto (smallest rank keeping `energy` of ‖ΔW‖², "
+        "per module), or full (lossless)",
+    )
+    energy: float = Field(0.99, gt=0, le=1, description="rank=auto: share of ‖ΔW‖²_F each module keeps")
+    max_rank: int | None = Field(None, ge=1, description="rank=auto: cap per module (default: the largest input rank)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="dtype of the written factors (auto: the inputs' dtype)"
+    )
+    svd: Literal["auto", "exact", "randomized"] = Field(
+        "auto", description="SVD used to truncate: exact (economy), randomized, or auto by matrix size"
+    )
+
+    @field_validator("rank")
+    @classmethod
+    def _positive(cls, v: Any) -> Any:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("rank must be >= 1, 'auto' or 'full'")
+        return v
+
+
+class Recipe(BaseModel):
+    model_config = _FROZEN
+
+    method: Method = Field(Method.ties, description="merge method (see `tiesmerge methods`)")
+    parameters: MergeParameters = Field(default_factory=MergeParameters)
+    adapters: list[AdapterEntry] = Field(..., min_length=1)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    base_model: str | None = Field(None, description="expected base model; checked against each adapter's config")
+    allow_base_mismatch: bool = Field(False, description="merge adapters whose configs name different base models")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Recipe":
+        names = [a.name for a in self.adapters]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"adapter names must be unique; repeated: {', '.join(dupes)}")
+        spec = get_method(self.method)
+        given = {("lambda" if k == "lam" else k) for k in self.parameters.model_fields_set}
+        if any(a.density is not None for a in self.adapters):
+            given.add("density")
+        stray = sorted(given - set(spec.parameters))
+        if stray:
+            raise ValueError(
+                f"parameter(s) {', '.join(stray)} do not apply to method {self.method.value} "
+                f"(it reads: {', '.join(spec.parameters)})"
+            )
+        if self.method in (Method.della, Method.della_linear):
+            eps = self.parameters.epsilon if self.parameters.epsilon is not None else 0.15
+            for d in [self.parameters.density] + [a.density for a in self.adapters]:
+                if d is not None and d < 1 and not (0 < d - eps and d + eps < 1):
+                    raise ValueError(f"DELLA needs density ± epsilon inside (0, 1); density {d}, epsilon {eps}")
+        return self
+
+    def resolved(self, base_dir: Path) -> "Recipe":
+        """A copy whose relative adapter paths are resolved against `base_dir`."""
+        adapters = [
+            a.model_copy(update={"path": (a.path if a.path.is_absolute() else (base_dir / a.path)).resolve()})
+            for a in self.adapters
+        ]
+        return self.model_copy(update={"adapters": adapters})

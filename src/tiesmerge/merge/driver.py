@@ -1,0 +1,143 @@
+"""The streaming driver: one module at a time — read its factors, merge, re-factorise, write.
+
+Peak memory is one module's ΔW stack plus its output factors, whatever the number of modules;
+the output goes to a temp dir beside the target and replaces it only when everything succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from tiesmerge import __version__
+from tiesmerge.adapters.card import model_card
+from tiesmerge.adapters.compat import ModulePlan
+from tiesmerge.adapters.writer import StreamingSafetensorsWriter, atomic_output_dir, lora_config
+from tiesmerge.configs.loader import recipe_to_yaml
+from tiesmerge.merge import refactor
+from tiesmerge.merge.job import MergeJob
+from tiesmerge.merge.report import ModuleReport, summarize
+
+ProgressHook = Callable[[int, int, str], None]  # (done, total, module name)
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    output: Path
+    modules: tuple[ModuleReport, ...]
+    summary: dict
+    seconds: float
+
+
+def merge_module(job: MergeJob, module: ModulePlan, device: torch.device) -> tuple[refactor.Factorization, ModuleReport]:
+    """Merge one module over the adapters that hold it and factor the result back to LoRA."""
+    params = job.params_for(module)
+    readers = [job.readers[i] for i in module.members]
+    stats = None
+    merged_density = None
+    if job.spec.linear:
+        # Linear merges are exactly the concatenation of the scaled factors: no dense ΔW.
+        coeffs = job.spec.coefficients(params)
+        bs, as_ = [], []
+        for c, reader in zip(coeffs, readers):
+            a, b = reader.factors(module.name, device)
+            bs.append(b * (c * reader.modules[module.name].scale))
+            as_.append(a)
+        fac = refactor.from_factors(torch.cat(bs, 1), torch.cat(as_, 0), job.rank)
+    else:
+        deltas = torch.empty((len(readers), module.d_out, module.d_in), dtype=torch.float32, device=device)
+        for i, reader in enumerate(readers):
+            a, b = reader.factors(module.name, device)
+            torch.matmul(b * reader.modules[module.name].scale, a, out=deltas[i])
+            del a, b
+        out = job.spec.fn(deltas, params)
+        del deltas
+        stats = out.stats
+        merged_density = float((out.delta != 0).float().mean())
+        fac = refactor.from_dense(out.delta, job.rank)
+        del out
+    report = ModuleReport(
+        name=module.name,
+        d_out=module.d_out,
+        d_in=module.d_in,
+        n_adapters=len(readers),
+        rank=fac.rank,
+        retained_energy=fac.retained_energy,
+        rel_frobenius_error=fac.rel_error,
+        sign_conflict_rate=stats.sign_conflict_rate if stats else None,
+        kept_density=stats.kept_density if stats else None,
+        merged_density=merged_density,
+        delta_norm=fac.delta_norm,
+    )
+    return fac, report
+
+
+def run(job: MergeJob, out_dir: Path, *, force: bool = False, device: torch.device = torch.device("cpu"),
+        progress: ProgressHook | None = None, command: str | None = None) -> MergeResult:
+    """Merge every module and write a PEFT adapter to `out_dir` atomically."""
+    start = time.perf_counter()
+    modules = job.plan.modules
+    reports: list[ModuleReport] = []
+    with atomic_output_dir(Path(out_dir), force) as tmp:
+        writer = StreamingSafetensorsWriter(tmp / "adapter_model.safetensors", metadata={"format": "pt"})
+        try:
+            for done, module in enumerate(modules):
+                fac, report = merge_module(job, module, device)
+                writer.add(module.a_key, fac.A.to(job.out_dtype))
+                writer.add(module.b_key, fac.B.to(job.out_dtype))
+                reports.append(report)
+                if progress:
+                    progress(done + 1, len(modules), module.name)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
+        _write_metadata(job, tmp, reports, device, time.perf_counter() - start, command)
+    seconds = time.perf_counter() - start
+    return MergeResult(Path(out_dir), tuple(reports), summarize(reports), seconds)
+
+
+def _write_metadata(job: MergeJob, tmp: Path, reports: list[ModuleReport], device: torch.device,
+                    seconds: float, command: str | None) -> None:
+    plan = job.plan
+    config = lora_config(
+        modules=[m.name for m in plan.modules],
+        ranks={r.name: r.rank for r in reports},
+        base_model=plan.base_model,
+        task_type=plan.task_type,
+        fan_in_fan_out=plan.fan_in_fan_out,
+        exact_targets=plan.layers_restricted,
+    )
+    (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    summary = summarize(reports)
+    inputs = [
+        {"name": e.name, "path": str(e.path), "weight": e.weight, "sha256": r.sha256()}
+        for e, r in zip(job.recipe.adapters, job.readers)
+    ]
+    report = {
+        "tiesmerge_version": __version__,
+        "command": command,
+        "method": job.recipe.method.value,
+        "recipe": job.recipe.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "inputs": inputs,
+        "device": str(device),
+        "wall_seconds": round(seconds, 3),
+        "summary": summary,
+        "modules": {r.name: r.as_dict() for r in reports},
+    }
+    (tmp / "merge_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (tmp / "README.md").write_text(
+        model_card(
+            base_model=plan.base_model,
+            method=job.recipe.method.value,
+            recipe_yaml=recipe_to_yaml(job.recipe),
+            inputs=inputs,
+            summary=summary,
+            version=__version__,
+        )
+    )

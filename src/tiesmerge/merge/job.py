@@ -1,0 +1,101 @@
+"""Turn a validated recipe into a merge job: open the adapters, check the set, resolve the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tiesmerge.adapters.compat import ModulePlan, SetPlan, plan_set
+from tiesmerge.adapters.reader import AdapterReader
+from tiesmerge.configs.recipe import Recipe
+from tiesmerge.errors import BadInputError
+from tiesmerge.merge.methods.mergekit_family import module_seed
+from tiesmerge.merge.refactor import RankRequest
+from tiesmerge.merge.registry import MethodSpec, get
+from tiesmerge.merge.types import MethodParams
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class MergeJob:
+    recipe: Recipe
+    readers: tuple[AdapterReader, ...]
+    plan: SetPlan
+    spec: MethodSpec
+    rank: RankRequest
+    out_dtype: torch.dtype
+
+    def params_for(self, module: ModulePlan) -> MethodParams:
+        """The method's parameters for one module, over the adapters that hold it."""
+        p = self.recipe.parameters
+        entries = [self.recipe.adapters[i] for i in module.members]
+        default_density = p.density if p.density is not None else 1.0
+        return MethodParams(
+            weights=tuple(a.weight for a in entries),
+            densities=tuple(a.density if a.density is not None else default_density for a in entries),
+            lam=p.lam,
+            sign=p.sign,
+            normalize=p.normalize,
+            rescale=p.rescale,
+            gamma=p.gamma,
+            epsilon=p.epsilon,
+            seed=module_seed(p.seed, module.name),
+        )
+
+
+def resolve_device(device: str) -> torch.device:
+    """cpu, cuda, cuda:N or auto (CUDA when visible)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise BadInputError(f"--device {device!r} is not a device; use cpu, cuda or auto") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BadInputError("--device cuda was asked for but no CUDA device is visible; use --device cpu or auto")
+    if dev.type not in ("cpu", "cuda"):
+        raise BadInputError(f"--device {device!r} is not supported; use cpu, cuda or auto")
+    return dev
+
+
+def prepare(recipe: Recipe) -> MergeJob:
+    """Open every adapter (headers only) and check the set; raises BadInputError, writes nothing."""
+    readers = tuple(AdapterReader(a.path, a.name) for a in recipe.adapters)
+    plan = plan_set(readers, recipe.base_model, recipe.allow_base_mismatch)
+    out = recipe.output
+    if isinstance(out.rank, int):
+        rank = RankRequest(mode="int", rank=out.rank, svd=out.svd)
+    elif out.rank == "auto":
+        rank = RankRequest(mode="auto", energy=out.energy, max_rank=out.max_rank or plan.max_input_rank, svd=out.svd)
+    else:
+        rank = RankRequest(mode="full", svd=out.svd)
+    out_dtype = plan.dtype if out.dtype == "auto" else _DTYPES[out.dtype]
+    return MergeJob(recipe, readers, plan, get(recipe.method), rank, out_dtype)
+
+
+def describe(job: MergeJob) -> list[str]:
+    """Human-readable plan lines (used by --dry-run and validate)."""
+    r = job.recipe
+    p = r.parameters.model_dump(by_alias=True, exclude_none=True)
+    shown = {k: (v.value if hasattr(v, "value") else v) for k, v in p.items() if k in job.spec.parameters}
+    lines = [
+        f"method: {r.method.value} ({'native' if job.spec.native else 'via mergekit'})"
+        + (f"  parameters: {shown}" if shown else ""),
+        f"base model: {job.plan.base_model or 'not named by the adapters'}",
+    ]
+    for entry, reader in zip(r.adapters, job.readers):
+        ranks = sorted({m.rank for m in reader.modules.values()})
+        scales = sorted({round(m.scale, 6) for m in reader.modules.values()})
+        lines.append(
+            f"  {entry.name}: weight {entry.weight}, r {'/'.join(map(str, ranks))}, "
+            f"scale {'/'.join(f'{s:g}' for s in scales)}, rslora {reader.settings.use_rslora}, "
+            f"{len(reader.modules)} modules"
+        )
+    n_all = sum(1 for m in job.plan.modules if len(m.members) == len(job.readers))
+    lines.append(f"modules: {len(job.plan.modules)} ({n_all} in every adapter)")
+    rank = job.rank
+    what = {"int": f"rank {rank.rank}", "auto": f"auto (energy {rank.energy}, max {rank.max_rank})", "full": "full (lossless)"}
+    lines.append(f"output: {what[rank.mode]}, dtype {str(job.out_dtype).removeprefix('torch.')}")
+    return lines

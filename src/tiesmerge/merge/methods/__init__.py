@@ -1,0 +1,1 @@
+"""One merge method per file; `tiesmerge.merge.registry` maps names to them."""

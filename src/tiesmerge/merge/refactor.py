@@ -1,0 +1,124 @@
+"""Back to LoRA: factor a merged ΔW as B′·A′ at a chosen rank, and report what the rank keeps.
+
+B′ = U_R √Σ_R and A′ = √Σ_R V_Rᵀ (the √Σ split keeps both factors at the same magnitude, which
+matters when they are stored in bf16); the output config has r = lora_alpha, so the scaling is 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+RankMode = Literal["int", "auto", "full"]
+SvdMode = Literal["auto", "exact", "randomized"]
+
+# Below this smaller dimension an economy SVD is cheap; above it `auto` uses a randomized SVD.
+EXACT_SVD_MAX_DIM = 2048
+
+
+@dataclass(frozen=True)
+class RankRequest:
+    mode: RankMode
+    rank: int | None = None  # mode == "int"
+    energy: float = 0.99  # mode == "auto": keep this share of ‖ΔW‖²_F
+    max_rank: int | None = None  # mode == "auto": cap
+    svd: SvdMode = "auto"
+    niter: int = 4  # power iterations of the randomized SVD
+    oversample: int = 10
+
+
+@dataclass(frozen=True)
+class Factorization:
+    B: torch.Tensor  # (d_out, R)
+    A: torch.Tensor  # (R, d_in)
+    rank: int
+    retained_energy: float  # Σσ²(kept) / ‖ΔW‖²_F
+    rel_error: float  # ‖ΔW − B′A′‖_F / ‖ΔW‖_F
+    delta_norm: float  # ‖ΔW‖_F of the merged delta before truncation
+
+
+def choose_rank(sq_sigma: torch.Tensor, total: float, req: RankRequest, cap: int) -> int:
+    """The output rank for one module given its squared singular values (descending)."""
+    if req.mode == "int":
+        return min(int(req.rank), cap)
+    if req.mode == "full":
+        return cap
+    if total <= 0:
+        return 1
+    kept = torch.cumsum(sq_sigma.double(), 0) / total
+    reached = (kept >= req.energy - 1e-12).nonzero()
+    rank = int(reached[0]) + 1 if len(reached) else len(sq_sigma)
+    return max(1, min(rank, cap))
+
+
+def _split(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, rank: int, total: float) -> Factorization:
+    u, s, vh = u[:, :rank], s[:rank], vh[:rank]
+    if s.numel() < rank:  # fewer singular values than the rank asked for: pad with zeros
+        pad = rank - s.numel()
+        u = torch.cat([u, u.new_zeros(u.shape[0], pad)], 1)
+        vh = torch.cat([vh, vh.new_zeros(pad, vh.shape[1])], 0)
+        s = torch.cat([s, s.new_zeros(pad)])
+    root = s.clamp_min(0).sqrt()
+    kept = float((s.double() ** 2).sum())
+    energy = min(1.0, kept / total) if total > 0 else 1.0
+    return Factorization(
+        B=(u * root).contiguous(),
+        A=(root[:, None] * vh).contiguous(),
+        rank=rank,
+        retained_energy=energy,
+        rel_error=math.sqrt(max(0.0, 1.0 - energy)),
+        delta_norm=math.sqrt(total),
+    )
+
+
+def _use_randomized(req: RankRequest, q: int, n_min: int) -> bool:
+    if req.svd == "exact" or req.mode == "full":
+        return False
+    if req.svd == "randomized":
+        return q < n_min
+    return n_min > EXACT_SVD_MAX_DIM and 2 * q < n_min
+
+
+def from_dense(delta: torch.Tensor, req: RankRequest) -> Factorization:
+    """Truncated SVD of a dense ΔW (fp32; economy or randomized, never full_matrices)."""
+    delta = delta.float()
+    n_min = min(delta.shape)
+    total = float(delta.square().sum(dtype=torch.float64))
+    if req.mode == "int":
+        target = min(int(req.rank), n_min)
+    elif req.mode == "auto":
+        target = min(req.max_rank or n_min, n_min)
+    else:
+        target = n_min
+    q = min(target + req.oversample, n_min)
+    if _use_randomized(req, q, n_min):
+        u, s, v = torch.svd_lowrank(delta, q=q, niter=req.niter)
+        vh = v.T
+    else:
+        u, s, vh = torch.linalg.svd(delta, full_matrices=False)
+    rank = choose_rank(s.square(), total, req, target)
+    return _split(u, s, vh, rank, total)
+
+
+def from_factors(b: torch.Tensor, a: torch.Tensor, req: RankRequest) -> Factorization:
+    """Factor ΔW = b·a (b: d_out × K, a: K × d_in) without forming it.
+
+    `full` returns the concatenation as is (lossless). Otherwise thin QRs of b and aᵀ give
+    ΔW = Q_b (R_b R_aᵀ) Q_aᵀ, whose small K × K core has the same singular values as ΔW.
+    """
+    qb, rb = torch.linalg.qr(b)
+    qa, ra = torch.linalg.qr(a.T)
+    u, s, vh = torch.linalg.svd(rb @ ra.T, full_matrices=False)
+    total = float((s.double() ** 2).sum())
+    if req.mode == "full":
+        return Factorization(
+            B=b.contiguous(), A=a.contiguous(), rank=b.shape[1], retained_energy=1.0, rel_error=0.0,
+            delta_norm=math.sqrt(total),
+        )
+    n_min = min(b.shape[0], a.shape[1])
+    cap = min(req.max_rank or n_min, n_min) if req.mode == "auto" else n_min
+    rank = choose_rank(s.square(), total, req, cap)
+    return _split(qb @ u, s, vh @ qa.T, rank, total)

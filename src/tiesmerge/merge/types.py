@@ -1,0 +1,56 @@
+"""Names and per-module parameters shared by the merge methods."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+
+
+class Method(str, Enum):
+    ties = "ties"
+    task_arithmetic = "task_arithmetic"
+    dare_ties = "dare_ties"
+    dare_linear = "dare_linear"
+    breadcrumbs = "breadcrumbs"
+    breadcrumbs_ties = "breadcrumbs_ties"
+    della = "della"
+    della_linear = "della_linear"
+    magnitude_prune = "magnitude_prune"
+
+
+class SignRule(str, Enum):
+    """How TIES elects the sign of each entry."""
+
+    sum = "sum"  # sign of the summed (trimmed, weighted) deltas: the paper's mass rule
+    count = "count"  # majority vote of the signs
+
+
+@dataclass(frozen=True)
+class MethodParams:
+    """Everything a method needs for one module, resolved for the adapters that hold it."""
+
+    weights: tuple[float, ...]
+    densities: tuple[float, ...]
+    lam: float = 1.0
+    sign: SignRule = SignRule.sum
+    normalize: bool | None = None  # None: the method's own default
+    rescale: bool | None = None
+    gamma: float | None = None
+    epsilon: float | None = None
+    seed: int = 0
+
+
+@dataclass
+class MergeStats:
+    """What a method reports about one module's merge (None where it does not apply)."""
+
+    kept_density: float | None = None  # share of entries kept by the trim, mean over adapters
+    sign_conflict_rate: float | None = None  # share of kept entries disagreeing with the elected sign
+
+
+@dataclass
+class MergeOutput:
+    delta: torch.Tensor
+    stats: MergeStats

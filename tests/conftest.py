@@ -1,0 +1,102 @@
+"""Seeded fixtures: a tiny random Qwen2 base and PEFT-made LoRA / RSLoRA adapters on it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+PROJ = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def tiny_qwen2_config():
+    from transformers import Qwen2Config
+
+    return Qwen2Config(
+        hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=96, max_position_embeddings=64, tie_word_embeddings=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    """A tiny random Qwen2 causal LM saved to disk (the adapters' base_model_name_or_path)."""
+    from transformers import Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_qwen2")
+    Qwen2ForCausalLM(tiny_qwen2_config()).save_pretrained(path)
+    return path
+
+
+def load_base(path: Path):
+    from transformers import Qwen2ForCausalLM
+
+    model = Qwen2ForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return model.eval()
+
+
+def make_peft_adapter(base: Path, out: Path, *, seed: int, r: int = 8, alpha: float = 16, rslora: bool = True,
+                      targets=tuple(PROJ), **extra) -> Path:
+    """A real PEFT adapter with random (non-zero) A and B, saved with save_pretrained."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    model = load_base(base)
+    cfg = LoraConfig(r=r, lora_alpha=alpha, use_rslora=rslora, target_modules=list(targets),
+                     init_lora_weights=False, task_type="CAUSAL_LM", **extra)
+    peft_model = get_peft_model(model, cfg)
+    with torch.no_grad():  # give B a non-trivial scale so the deltas matter in the logits
+        for name, p in peft_model.named_parameters():
+            if "lora_" in name:
+                p.mul_(3.0)
+    peft_model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def adapter_set(tiny_base, tmp_path_factory) -> dict[str, Path]:
+    """Four PEFT adapters with different r and α, RSLoRA and plain LoRA mixed, one with patterns."""
+    root = tmp_path_factory.mktemp("adapters")
+    return {
+        "rs8": make_peft_adapter(tiny_base, root / "rs8", seed=1, r=8, alpha=16, rslora=True),
+        "plain4": make_peft_adapter(tiny_base, root / "plain4", seed=2, r=4, alpha=8, rslora=False),
+        "rs16": make_peft_adapter(tiny_base, root / "rs16", seed=3, r=16, alpha=8, rslora=True),
+        "pattern": make_peft_adapter(
+            tiny_base, root / "pattern", seed=4, r=6, alpha=12, rslora=False,
+            rank_pattern={"q_proj": 2, "model.layers.1.mlp.down_proj": 3},
+            alpha_pattern={"v_proj": 5, "model.layers.0.mlp.up_proj": 20},
+        ),
+    }
+
+
+def write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2))
+
+
+def peft_deltas(base: Path, adapter: Path) -> dict[str, torch.Tensor]:
+    """Effective ΔW = scaling · B · A of every LoRA module, read from a PeftModel that PEFT loaded.
+
+    This is the independent reference: it uses PEFT's own loader and scaling, not tiesmerge's reader.
+    """
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(load_base(base), adapter)
+    out = {}
+    for name, module in model.named_modules():
+        if hasattr(module, "lora_A") and "default" in getattr(module, "lora_A", {}):
+            a = module.lora_A["default"].weight.detach()
+            b = module.lora_B["default"].weight.detach()
+            key = name.removeprefix("base_model.model.")
+            out[key] = module.scaling["default"] * (b @ a)
+    return out
+
+
+def peft_logits(base: Path, adapter: Path, input_ids: torch.Tensor) -> torch.Tensor:
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(load_base(base), adapter).eval()
+    with torch.no_grad():
+        return model(input_ids=input_ids).logits
