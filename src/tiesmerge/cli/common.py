@@ -7,7 +7,6 @@ import os
 import sys
 from typing import Any, Callable, TypeVar
 
-import click
 import typer
 from pydantic import BaseModel
 
@@ -16,10 +15,12 @@ from tiesmerge.errors import TiesmergeError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def debug_enabled() -> bool:
-    ctx = click.get_current_context(silent=True)
-    root = ctx.find_root() if ctx else None
-    return bool((root.obj or {}).get("debug")) if root else bool(os.environ.get("TIESMERGE_DEBUG"))
+def debug_enabled(ctx: "typer.Context | None") -> bool:
+    """--debug (set by the app callback on the root context) or TIESMERGE_DEBUG=1."""
+    if os.environ.get("TIESMERGE_DEBUG"):
+        return True
+    root = ctx.find_root() if ctx is not None else None
+    return bool((root.obj or {}).get("debug")) if root is not None else False
 
 
 def fail(message: str, code: int) -> "typer.Exit":
@@ -28,22 +29,27 @@ def fail(message: str, code: int) -> "typer.Exit":
 
 
 def guarded(fn: F) -> F:
-    """Turn library errors into `error: <one line>` on stderr and the error's exit code (2: bad input)."""
+    """Turn library errors into `error: <one line>` on stderr and the error's exit code (2: bad input).
+
+    The command takes `ctx: typer.Context` so that --debug can be read from the root context.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        # typer passes its click Context (a base class of typer.Context): find it by its API
+        ctx = next((a for a in (*args, *kwargs.values()) if callable(getattr(a, "find_root", None))), None)
         try:
             return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort, click.exceptions.ClickException):
+        except (typer.Exit, typer.Abort):
             raise
         except TiesmergeError as exc:
-            if debug_enabled():
+            if debug_enabled(ctx):
                 raise
             raise fail(str(exc).replace("\n", " "), exc.exit_code) from None
         except KeyboardInterrupt:
             raise fail("interrupted; nothing was written", 130) from None
         except Exception as exc:  # a bug: say so, keep the traceback for --debug
-            if debug_enabled():
+            if debug_enabled(ctx):
                 raise
             raise fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1) from None
 

@@ -22,6 +22,7 @@ _DTYPES = {"float32", "bfloat16", "float16"}
 @app.command("create")
 @guarded
 def create(
+    ctx: typer.Context,
     out: Path = typer.Argument(..., help="directory to write the adapters and recipe.yaml into"),
     shape: str = typer.Option("smollm2-135m", "--shape", help=f"model shapes: {', '.join(SHAPES)}"),
     layers: Optional[int] = typer.Option(None, "--layers", min=1, help="number of layers (default: the model's)"),

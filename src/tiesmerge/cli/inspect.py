@@ -23,6 +23,7 @@ def _span(values: list) -> str:
 
 @guarded
 def inspect(
+    ctx: typer.Context,
     paths: List[Path] = typer.Argument(..., help="one or more PEFT adapter directories"),
     allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help="do not fail on differing base models"),
 ) -> None:

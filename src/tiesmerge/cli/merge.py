@@ -102,6 +102,7 @@ def print_summary(result: driver.MergeResult, console: Console) -> None:
 
 @guarded
 def merge(
+    ctx: typer.Context,
     recipe: Optional[Path] = typer.Argument(None, help="recipe YAML (see the README); omit to build one from flags"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="output adapter directory"),
     force: bool = typer.Option(False, "--force", help="replace a non-empty output directory"),
@@ -162,6 +163,7 @@ def merge(
 
 @guarded
 def validate(
+    ctx: typer.Context,
     recipe: Path = typer.Argument(..., help="recipe YAML to check"),
 ) -> None:
     """Check a recipe without merging: its keys and values, the adapters it names, and the set's compatibility."""

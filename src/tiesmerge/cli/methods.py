@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
@@ -10,7 +11,7 @@ from tiesmerge.merge.registry import REGISTRY
 
 
 @guarded
-def methods() -> None:
+def methods(ctx: typer.Context) -> None:
     """List the merge methods, how they run, and their parameters."""
     table = Table(title="merge methods (recipe `method:`)", title_justify="left")
     for col in ("method", "what it does", "parameters", "runs", "reference"):

@@ -97,6 +97,8 @@ def from_dense(delta: torch.Tensor, req: RankRequest) -> Factorization:
     if _use_randomized(req, q, n_min):
         u, s, v = torch.svd_lowrank(delta, q=q, niter=req.niter)
         vh = v.T
+    elif req.mode == "full":  # lossless means lossless: factor in fp64, store fp32
+        u, s, vh = (t.float() for t in torch.linalg.svd(delta.double(), full_matrices=False))
     else:
         u, s, vh = torch.linalg.svd(delta, full_matrices=False)
     rank = choose_rank(s.square(), total, req, target)
