@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import List
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from tiesmerge.adapters.compat import plan_set
 from tiesmerge.adapters.reader import AdapterReader
@@ -21,53 +21,65 @@ def _span(values: list) -> str:
     return fmt(lo) if lo == hi else f"{fmt(lo)}–{fmt(hi)}"
 
 
+def summary(reader: AdapterReader) -> dict:
+    mods = list(reader.modules.values())
+    return {
+        "name": reader.name,
+        "path": str(reader.path),
+        "rank": _span([m.rank for m in mods]),
+        "alpha": _span(sorted({reader.settings.alpha_of(m.name) for m in mods})),
+        "rslora": reader.settings.use_rslora,
+        "scale": _span([round(m.scale, 6) for m in mods]),
+        "targets": sorted({m.name.rsplit(".", 1)[-1] for m in mods}),
+        "modules": len(mods),
+        "parameters": reader.parameter_count,
+        "dtype": sorted({str(m.dtype).removeprefix("torch.") for m in mods}),
+        "base_model": reader.settings.base_model,
+    }
+
+
 @guarded
 def inspect(
     ctx: typer.Context,
     paths: List[Path] = typer.Argument(..., help="one or more PEFT adapter directories"),
     allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help="do not fail on differing base models"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of text"),
 ) -> None:
     """Show each adapter's rank, α, RSLoRA flag, scale, targets, size and base, then a verdict for the set."""
-    out = Console()
-    table = Table(title="adapters", title_justify="left")
-    for col in ("name", "r", "alpha", "rslora", "scale", "targets", "modules", "params", "dtype", "base model"):
-        table.add_column(col, overflow="fold")
-    readers, problems = [], []
+    out = Console(soft_wrap=True)
+    readers, problems, rows = [], [], []
     for path in paths:
-        name = path.name or str(path)
         try:
-            reader = AdapterReader(path, name)
+            reader = AdapterReader(path, path.name or str(path))
         except BadInputError as exc:
             problems.append(str(exc))
-            table.add_row(name, *["—"] * 8, "[red]invalid[/red]")
             continue
         readers.append(reader)
-        mods = list(reader.modules.values())
-        targets = sorted({m.name.rsplit(".", 1)[-1] for m in mods})
-        table.add_row(
-            name,
-            _span([m.rank for m in mods]),
-            _span(sorted({reader.settings.alpha_of(m.name) for m in mods})),
-            str(reader.settings.use_rslora),
-            _span([round(m.scale, 6) for m in mods]),
-            ",".join(targets),
-            str(len(mods)),
-            f"{reader.parameter_count:,}",
-            ",".join(sorted({str(m.dtype).removeprefix("torch.") for m in mods})),
-            reader.settings.base_model or "—",
-        )
-    out.print(table)
-    for problem in problems:
-        typer.echo(f"error: {problem}", err=True)
+        rows.append(summary(reader))
+    verdict, code = "", 0
     if problems:
-        raise typer.Exit(2)
-    try:
-        plan = plan_set(readers, None, allow_base_mismatch)
-    except BadInputError as exc:
-        raise fail(f"incompatible set: {exc}", 2) from None
-    everywhere = sum(1 for m in plan.modules if len(m.members) == len(readers))
-    out.print(
-        f"[green]compatible[/green]: {len(readers)} adapter(s), {len(plan.modules)} modules "
-        f"({everywhere} in every adapter), base {plan.base_model or 'not named'}",
-        soft_wrap=True,
-    )
+        verdict, code = f"invalid: {problems[0]}", 2
+    else:
+        try:
+            plan = plan_set(readers, None, allow_base_mismatch)
+            everywhere = sum(1 for m in plan.modules if len(m.members) == len(readers))
+            verdict = (f"compatible: {len(readers)} adapter(s), {len(plan.modules)} modules "
+                       f"({everywhere} in every adapter), base {plan.base_model or 'not named'}")
+        except BadInputError as exc:
+            verdict, code = f"incompatible set: {exc}", 2
+    if as_json:
+        out.print_json(json.dumps({"adapters": rows, "problems": problems, "verdict": verdict}))
+    else:
+        for row in rows:
+            out.print(f"[bold]{row['name']}[/bold]  {row['path']}", markup=True, highlight=False)
+            out.print(f"  r {row['rank']}, lora_alpha {row['alpha']}, rslora {row['rslora']}, scale {row['scale']}",
+                      markup=False, highlight=False)
+            out.print(f"  {row['modules']} modules ({', '.join(row['targets'])}), {row['parameters']:,} parameters, "
+                      f"{'/'.join(row['dtype'])}", markup=False, highlight=False)
+            out.print(f"  base model: {row['base_model'] or 'not named'}", markup=False, highlight=False)
+        if code == 0:
+            out.print(verdict, markup=False, highlight=False)
+    if code:
+        for problem in problems[1:]:
+            typer.echo(f"error: {problem}", err=True)
+        raise fail(verdict, code)
