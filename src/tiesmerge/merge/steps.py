@@ -19,6 +19,14 @@ def keep_count(density: float, numel: int) -> int:
     return max(1, int(density * numel))
 
 
+def kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th largest entry of a 1-D tensor by one selection: kthvalue on CPU; on CUDA, where
+    kthvalue is ~100x slower than a partial top-k (1.8 s vs 15 ms on 242M entries, H100), topk."""
+    if values.is_cuda:
+        return torch.topk(values, k, sorted=False).values.min()
+    return torch.kthvalue(values, values.numel() - k + 1).values
+
+
 def magnitude_mask(delta: torch.Tensor, density: float) -> torch.Tensor:
     """Boolean mask of the `density` fraction of entries of largest |delta|.
 
@@ -33,7 +41,7 @@ def magnitude_mask(delta: torch.Tensor, density: float) -> torch.Tensor:
     if k == 0:
         return torch.zeros_like(delta, dtype=torch.bool)
     mag = delta.abs().reshape(-1)
-    threshold = torch.kthvalue(mag, numel - k + 1).values  # k-th largest
+    threshold = kth_largest(mag, k)
     mask = mag > threshold
     missing = k - int(mask.sum())
     if missing > 0:
