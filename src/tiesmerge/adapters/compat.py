@@ -37,6 +37,7 @@ class SetPlan:
     fan_in_fan_out: bool
     task_type: str | None
     layers_restricted: bool
+    passthrough: tuple[tuple[str, int], ...] = ()  # (key, index of an adapter holding it): copied unchanged
 
     @property
     def shared_count(self) -> int:
@@ -90,6 +91,7 @@ def plan_set(readers: Sequence[AdapterReader], expected_base: str | None = None,
                 )
             members.setdefault(name, []).append(i)
 
+    passthrough = check_passthrough(readers)
     dtypes = {e.dtype for r in readers for e in r.modules.values()}
     task_types = {r.settings.task_type for r in readers}
     modules = tuple(
@@ -112,4 +114,21 @@ def plan_set(readers: Sequence[AdapterReader], expected_base: str | None = None,
         fan_in_fan_out=fifo.pop(),
         task_type=task_types.pop() if len(task_types) == 1 else None,
         layers_restricted=any(r.settings.layers_restricted for r in readers),
+        passthrough=passthrough,
     )
+
+
+def check_passthrough(readers: Sequence[AdapterReader]) -> tuple[tuple[str, int], ...]:
+    """Base-layer weights saved with embedding LoRA must be identical wherever they appear."""
+    out = []
+    for key in sorted({k for r in readers for k in r.passthrough}):
+        holders = [i for i, r in enumerate(readers) if key in r.passthrough]
+        first = readers[holders[0]].tensor(key)
+        for i in holders[1:]:
+            if not torch.equal(first, readers[i].tensor(key)):
+                raise BadInputError(
+                    f"adapters {readers[holders[0]].name!r} and {readers[i].name!r} carry different base weights "
+                    f"{key!r} (a resized vocabulary?); they cannot share one merged adapter"
+                )
+        out.append((key, holders[0]))
+    return tuple(out)

@@ -19,6 +19,7 @@ PICKLE_NAME = "adapter_model.bin"
 # Linear layers save `<module>.lora_A.weight`; embeddings save `<module>.lora_embedding_A`.
 _KEY = re.compile(r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B)\.weight$|^(?P<emodule>.+)\.(?P<ekind>lora_embedding_A|lora_embedding_B)$")
 _PEFT_PREFIX = "base_model.model."
+_BASE_LAYER = ".base_layer.weight"
 
 _DTYPES = {
     "F32": torch.float32,
@@ -84,7 +85,12 @@ class AdapterReader:
     # -- indexing --------------------------------------------------------------------------------
     def _index(self, keys: list[str], label: str) -> dict[str, ModuleEntry]:
         pairs: dict[str, dict[str, str]] = {}
+        # PEFT saves the (possibly resized) base weights of targeted embeddings beside their LoRA
+        # factors; they are not a delta, so they are carried through unchanged (see compat.py).
+        self.passthrough: tuple[str, ...] = tuple(k for k in keys if k.endswith(_BASE_LAYER))
         for key in keys:
+            if key.endswith(_BASE_LAYER):
+                continue
             m = _KEY.match(key)
             if m is None:
                 raise BadInputError(
@@ -158,6 +164,13 @@ class AdapterReader:
                 )
             out.append(t)
         return out[0], out[1]
+
+    def tensor(self, key: str) -> torch.Tensor:
+        """A stored tensor as is (used for pass-through base-layer weights)."""
+        try:
+            return self._file.get_tensor(key)
+        except (SafetensorError, OSError) as exc:
+            raise BadInputError(f"adapter {self.name!r}: cannot read {key!r} ({exc})") from None
 
     def delta(self, module: str, device: torch.device | str = "cpu") -> torch.Tensor:
         """ΔW = s · B · A of one module, fp32, shape (d_out, d_in)."""

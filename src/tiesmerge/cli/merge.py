@@ -18,6 +18,7 @@ from tiesmerge.configs.recipe import AdapterEntry, MergeParameters, OutputSpec, 
 from tiesmerge.errors import BadInputError
 from tiesmerge.merge import driver
 from tiesmerge.merge.job import describe, prepare, resolve_device
+from tiesmerge.merge.registry import get as get_method
 from tiesmerge.merge.types import Method, SignRule
 
 P, O, A, R = MergeParameters, OutputSpec, AdapterEntry, Recipe
@@ -49,8 +50,26 @@ def _rank_value(rank: str) -> Any:
     return int(rank) if rank.strip().lstrip("-").isdigit() else rank.strip()
 
 
-def build_recipe(recipe: Optional[Path], adapters: List[str], overrides: dict[tuple[str, ...], Any]) -> Recipe:
-    """A recipe from a file and/or flags; flags override the file's values."""
+def _drop_inapplicable(data: dict[str, Any], method: str) -> list[str]:
+    """When --method replaces the recipe's method, drop the recipe parameters the new one does not read."""
+    try:
+        reads = set(get_method(Method(method)).parameters)
+    except ValueError:
+        return []  # an unknown method: validation reports it
+    reads |= {"trim"} if "density" in reads else set()
+    params = dict(data.get("parameters") or {})
+    dropped = sorted(k for k in params if k not in reads)
+    data["parameters"] = {k: v for k, v in params.items() if k in reads}
+    if "density" not in reads:
+        for entry in data.get("adapters") or []:
+            if isinstance(entry, dict) and (entry.pop("density", None) is not None) | (entry.pop("trim", None) is not None):
+                dropped.append(f"adapters.{entry.get('name', '?')}.density")
+    return dropped
+
+
+def build_recipe(recipe: Optional[Path], adapters: List[str], overrides: dict[tuple[str, ...], Any],
+                 notes: Optional[list[str]] = None) -> Recipe:
+    """A recipe from a file and/or flags; flags override the file's values (`notes` collects what was dropped)."""
     if recipe is None and not adapters:
         raise BadInputError("give a recipe file, or adapters with --adapter NAME=PATH[:WEIGHT] (see --help)")
     data: dict[str, Any] = {}
@@ -63,6 +82,11 @@ def build_recipe(recipe: Optional[Path], adapters: List[str], overrides: dict[tu
             raise BadInputError("adapters come from the recipe or from --adapter, not both; drop one")
     if adapters:
         data["adapters"] = [parse_adapter_flag(a) for a in adapters]
+    new_method = overrides.get(("method",))
+    if recipe is not None and new_method is not None and new_method != data.get("method", Method.ties.value):
+        dropped = _drop_inapplicable(data, new_method)
+        if dropped and notes is not None:
+            notes.append(f"--method {new_method} does not read the recipe's {', '.join(dropped)}; ignoring them")
     for path, value in overrides.items():
         if value is None:
             continue
@@ -144,7 +168,10 @@ def merge(
         ("base_model",): base_model,
         ("allow_base_mismatch",): True if allow_base_mismatch else None,
     }
-    spec = build_recipe(recipe, adapter, overrides)
+    notes: list[str] = []
+    spec = build_recipe(recipe, adapter, overrides, notes)
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
     dev = resolve_device(device)
     if output is None and not dry_run:
         raise BadInputError("no output directory; pass -o DIR (or --dry-run to only check)")

@@ -111,7 +111,7 @@ class Recipe(BaseModel):
         if dupes:
             raise ValueError(f"adapter names must be unique; repeated: {', '.join(dupes)}")
         spec = get_method(self.method)
-        given = {("lambda" if k == "lam" else k) for k in self.parameters.model_fields_set}
+        given = {("lambda" if k == "lam" else k) for k in self.parameters.model_fields_set} - {"seed"}
         if any(a.density is not None for a in self.adapters):
             given.add("density")
         stray = sorted(given - set(spec.parameters))

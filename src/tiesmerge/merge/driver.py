@@ -93,6 +93,8 @@ def run(job: MergeJob, out_dir: Path, *, force: bool = False, device: torch.devi
                 reports.append(report)
                 if progress:
                     progress(done + 1, len(modules), module.name)
+            for key, holder in job.plan.passthrough:
+                writer.add(key, job.readers[holder].tensor(key))
         except BaseException:
             writer.abort()
             raise
