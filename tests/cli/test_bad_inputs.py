@@ -207,3 +207,19 @@ def test_console_script_exit_code_and_debug(adapter_set, tmp_path):
     assert proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr
     proc = subprocess.run(exe + ["--debug"] + args, capture_output=True, text=True)
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_output_overlapping_an_input_is_refused(adapter_set, tmp_path):
+    victim = clone(adapter_set["rs8"], tmp_path / "victim")
+    before = (victim / "adapter_model.safetensors").read_bytes()
+    for out in (victim, victim / "sub", tmp_path):
+        res = run_cli("merge", "--adapter", f"a={victim}", "-o", out, "--force")
+        assert res.exit_code == 2 and "overlaps input adapter" in res.stderr, res.stderr
+    assert (victim / "adapter_model.safetensors").read_bytes() == before
+
+
+def test_nan_weight_in_recipe_is_refused(adapter_set, tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(f"adapters:\n  - {{path: {adapter_set['rs8']}, weight: .nan}}\n")
+    out = tmp_path / "out"
+    assert_refused(run_cli("merge", path, "-o", out), out, "adapters.0.weight")

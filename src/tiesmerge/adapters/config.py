@@ -106,8 +106,8 @@ def read_lora_settings(adapter_dir: Path, label: str) -> LoraSettings:
             raise BadInputError(f"{label}: {key} is set ({raw[key]!r}) and is not supported: {why}")
 
     try:
-        r = int(raw["r"])
-        alpha = float(raw.get("lora_alpha", r))
+        r = int(raw.get("r", 8))  # PEFT's LoraConfig defaults: r=8, lora_alpha=8
+        alpha = float(raw.get("lora_alpha", 8))
         rank_pattern = {str(k): int(v) for k, v in (raw.get("rank_pattern") or {}).items()}
         alpha_pattern = {str(k): float(v) for k, v in (raw.get("alpha_pattern") or {}).items()}
     except (KeyError, TypeError, ValueError) as exc:

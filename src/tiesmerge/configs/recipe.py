@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from tiesmerge.merge.registry import get as get_method
 from tiesmerge.merge.types import Method, SignRule
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, use_enum_values=False)
+_FROZEN = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, use_enum_values=False, allow_inf_nan=False)
 
 
 def _density_from_trim(data: Any) -> Any:

@@ -19,6 +19,7 @@ from tiesmerge.adapters.card import model_card
 from tiesmerge.adapters.compat import ModulePlan
 from tiesmerge.adapters.writer import StreamingSafetensorsWriter, atomic_output_dir, lora_config
 from tiesmerge.configs.loader import recipe_to_yaml
+from tiesmerge.errors import BadInputError
 from tiesmerge.merge import refactor
 from tiesmerge.merge.job import MergeJob
 from tiesmerge.merge.report import ModuleReport, summarize
@@ -81,6 +82,7 @@ def run(job: MergeJob, out_dir: Path, *, force: bool = False, device: torch.devi
         progress: ProgressHook | None = None, command: str | None = None) -> MergeResult:
     """Merge every module and write a PEFT adapter to `out_dir` atomically."""
     start = time.perf_counter()
+    check_output_path(job, Path(out_dir))
     modules = job.plan.modules
     reports: list[ModuleReport] = []
     with atomic_output_dir(Path(out_dir), force) as tmp:
@@ -102,6 +104,16 @@ def run(job: MergeJob, out_dir: Path, *, force: bool = False, device: torch.devi
         _write_metadata(job, tmp, reports, device, time.perf_counter() - start, command)
     seconds = time.perf_counter() - start
     return MergeResult(Path(out_dir), tuple(reports), summarize(reports), seconds)
+
+
+def check_output_path(job: MergeJob, out_dir: Path) -> None:
+    """Refuse an output that is, or lies inside, or contains an input adapter (--force would delete it)."""
+    target = out_dir.resolve()
+    for reader in job.readers:
+        src = reader.path.resolve()
+        if target == src or src in target.parents or target in src.parents:
+            raise BadInputError(f"output {out_dir} overlaps input adapter {reader.name!r} ({reader.path}); "
+                                "write the merge to a separate directory")
 
 
 def _write_metadata(job: MergeJob, tmp: Path, reports: list[ModuleReport], device: torch.device,
