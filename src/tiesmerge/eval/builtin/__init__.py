@@ -1,0 +1,1 @@
+"""Built-in question sets, generated deterministically, each answer computed or looked up by an oracle."""

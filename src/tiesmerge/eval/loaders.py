@@ -1,0 +1,111 @@
+"""Question files: JSONL {question, choices, answer, domain?}, MMLU-style CSV, and the tournament JSON list.
+
+A bad row fails the load with its line (JSONL, CSV) or item number (JSON) unless skip_invalid,
+which skips it and counts it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tiesmerge.errors import BadInputError
+from tiesmerge.eval.questions import InvalidQuestion, Question, make_question
+
+
+@dataclass
+class LoadResult:
+    questions: list[Question]
+    skipped: list[str] = field(default_factory=list)  # "file:line: reason"
+
+
+def _fail_or_skip(result: LoadResult, where: str, reason: str, skip_invalid: bool) -> None:
+    if not skip_invalid:
+        raise BadInputError(f"{where}: {reason} (fix the row, or pass --skip-invalid to skip bad rows)")
+    result.skipped.append(f"{where}: {reason}")
+
+
+def load_jsonl(path: Path, domain: str | None = None, skip_invalid: bool = False) -> LoadResult:
+    result = LoadResult([])
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{n}"
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise InvalidQuestion("a line must hold a JSON object")
+                result.questions.append(make_question(row.get("question"), row.get("choices"), row.get("answer"),
+                                                      domain or row.get("domain"), row.get("id")))
+            except json.JSONDecodeError as exc:
+                _fail_or_skip(result, where, f"not valid JSON ({exc.msg})", skip_invalid)
+            except InvalidQuestion as exc:
+                _fail_or_skip(result, where, str(exc), skip_invalid)
+    return result
+
+
+def load_csv(path: Path, domain: str | None = None, skip_invalid: bool = False) -> LoadResult:
+    """MMLU-style: question,A,B,C,D,answer — with or without a header row (an optional 7th column is the domain)."""
+    result = LoadResult([])
+    with open(path, encoding="utf-8", newline="") as fh:
+        rows = list(csv.reader(fh))
+    start = 1 if rows and [c.strip().lower() for c in rows[0][:6]] == ["question", "a", "b", "c", "d", "answer"] else 0
+    for n, row in enumerate(rows[start:], start + 1):
+        if not any(c.strip() for c in row):
+            continue
+        where = f"{path}:{n}"
+        if len(row) < 6:
+            _fail_or_skip(result, where, f"expected 6 columns question,A,B,C,D,answer, got {len(row)}", skip_invalid)
+            continue
+        try:
+            row_domain = domain or (row[6] if len(row) > 6 else None)
+            result.questions.append(make_question(row[0], row[1:5], row[5], row_domain))
+        except InvalidQuestion as exc:
+            _fail_or_skip(result, where, str(exc), skip_invalid)
+    return result
+
+
+def load_tournament(path: Path, domain: str | None = None, skip_invalid: bool = False) -> LoadResult:
+    """The tournament's list of {topic?, question, choices: ["A) …"] | {"A": …}, answer, explanation?}."""
+    result = LoadResult([])
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BadInputError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    if isinstance(data, dict) and isinstance(data.get("questions"), list):
+        data = data["questions"]
+    if not isinstance(data, list):
+        raise BadInputError(f"{path}: expected a JSON list of questions")
+    for n, row in enumerate(data, 1):
+        where = f"{path}: item {n}"
+        try:
+            if not isinstance(row, dict):
+                raise InvalidQuestion("an item must be a JSON object")
+            result.questions.append(make_question(row.get("question"), row.get("choices"), row.get("answer"),
+                                                  domain or row.get("domain") or row.get("topic"), row.get("id")))
+        except InvalidQuestion as exc:
+            _fail_or_skip(result, where, str(exc), skip_invalid)
+    return result
+
+
+LOADERS = {".jsonl": load_jsonl, ".csv": load_csv, ".json": load_tournament}
+
+
+def load_questions(path: Path, domain: str | None = None, skip_invalid: bool = False) -> LoadResult:
+    """Load a question file by its extension (.jsonl, .csv, .json)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"question file {path} not found")
+    loader = LOADERS.get(path.suffix.lower())
+    if loader is None:
+        raise BadInputError(f"{path}: unknown question format {path.suffix!r}; use .jsonl, .csv (MMLU style) or .json (tournament list)")
+    try:
+        result = loader(path, domain, skip_invalid)
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    if not result.questions:
+        raise BadInputError(f"{path}: no valid questions")
+    return result
