@@ -55,10 +55,10 @@ def tiny_base(tmp_path_factory) -> Path:
     return path
 
 
-def load_base(path: Path):
+def load_base(path: Path, dtype=torch.float32):
     from transformers import Qwen2ForCausalLM
 
-    model = Qwen2ForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model = Qwen2ForCausalLM.from_pretrained(path, dtype=dtype)
     return model.eval()
 
 
@@ -119,8 +119,10 @@ def peft_deltas(base: Path, adapter: Path) -> dict[str, torch.Tensor]:
 
 
 def peft_logits(base: Path, adapter: Path, input_ids: torch.Tensor) -> torch.Tensor:
+    """Logits of base + adapter through PEFT, computed in float64 so that fp32 forward-pass rounding
+    (~1e-5 on these logits) does not hide or fake a difference between two adapters."""
     from peft import PeftModel
 
-    model = PeftModel.from_pretrained(load_base(base), adapter).eval()
+    model = PeftModel.from_pretrained(load_base(base, torch.float64), adapter).eval()
     with torch.no_grad():
         return model(input_ids=input_ids).logits
