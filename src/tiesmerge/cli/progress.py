@@ -12,7 +12,7 @@ from tiesmerge.merge.driver import ProgressHook
 
 
 @contextlib.contextmanager
-def module_progress(total: int, label: str = "merging") -> Iterator[ProgressHook]:
+def module_progress(total: int, label: str = "merging", unit: str = "modules") -> Iterator[ProgressHook]:
     console = Console(stderr=True)
     columns = (
         TextColumn(f"[bold]{label}"),
@@ -28,7 +28,7 @@ def module_progress(total: int, label: str = "merging") -> Iterator[ProgressHook
 
         def plain(done: int, total_: int, name: str) -> None:
             if done % step == 0 or done == total_:
-                console.print(f"{label}: {done}/{total_} modules ({100 * done // max(total_, 1)}%) {name}", soft_wrap=True)
+                console.print(f"{label}: {done}/{total_} {unit} ({100 * done // max(total_, 1)}%) {name}", soft_wrap=True)
 
         yield plain
         return

@@ -85,7 +85,8 @@ def score_letters(model, tokenizer, questions: Sequence[Question], batch_size: i
     for batch in _batches(list(questions), batch_size):
         start = time.perf_counter()
         ids, mask, pos = _encode(tokenizer, [build_prompt(tokenizer, q) for q in batch], device)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1, :].float()
+        # logits_to_keep=1: only the last position goes through the (vocab-sized) LM head
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits[:, -1, :].float()
         logp = torch.log_softmax(logits, dim=-1)[:, letter_ids.to(logits.device)].cpu()
         share = (time.perf_counter() - start) / len(batch)
         for q, row in zip(batch, logp):

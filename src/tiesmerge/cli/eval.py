@@ -1,0 +1,136 @@
+"""`tiesmerge eval`: per-domain accuracy of the base, specialists and merged adapters, on one loaded base."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tiesmerge.adapters.writer import atomic_output_dir
+from tiesmerge.cli.common import guarded
+from tiesmerge.cli.progress import module_progress
+from tiesmerge.errors import BadInputError
+from tiesmerge.eval.report import EvalResult
+
+
+def _pairs(values: List[str], flag: str, sep: str = "=") -> dict[str, str]:
+    out = {}
+    for v in values:
+        name, ok, rest = v.partition(sep)
+        if not ok or not name or not rest:
+            raise BadInputError(f"{flag} {v!r}: expected NAME{sep}VALUE")
+        if name in out:
+            raise BadInputError(f"{flag}: {name!r} given twice")
+        out[name] = rest
+    return out
+
+
+def _data_args(values: List[str]) -> list[tuple[Optional[str], Path]]:
+    out = []
+    for v in values:
+        domain, ok, path = v.partition("=")
+        out.append((domain, Path(path)) if ok and domain and not Path(v).exists() else (None, Path(v)))
+    return out
+
+
+def _pct(v: Optional[float]) -> str:
+    return "—" if v is None else f"{100 * v:.1f}"
+
+
+def print_table(result: EvalResult, console: Console) -> None:
+    table = Table(title="accuracy % [95% Wilson interval]", title_justify="left")
+    table.add_column("model")
+    for d in result.domains:
+        table.add_column(d, justify="right")
+    table.add_column("mean", justify="right")
+    table.add_column("norm. mean / worst", justify="right")
+    table.add_column("gain kept", justify="right")
+    table.add_column("q/s", justify="right")
+    for t in result.targets:
+        cells = []
+        for d in result.domains:
+            c = result.cell(t.name, d)
+            cells.append(f"{_pct(c['accuracy'])} [{_pct(c['ci95'][0])}–{_pct(c['ci95'][1])}]")
+        norm = retention = ""
+        if t.kind == "merged":
+            s = result.merged_summary(t.name)
+            worst = s["normalized_worst"]
+            norm = f"{_pct(s['normalized_mean'])} / {_pct(worst['value']) if worst else '—'}"
+            retention = _pct(s["gain_retention_mean"])
+        lat = result.latency(t.name)
+        label = t.name + (" (specialist: " + ", ".join(d for d, a in result.specialist_of.items() if a == t.name) + ")"
+                          if t.name in result.specialist_of.values() else "")
+        table.add_row(label, *cells, _pct(result.mean(t.name)), norm, retention,
+                      f"{lat.get('questions_per_s') or 0:.1f}")
+    console.print(table)
+
+
+@guarded
+def eval_cmd(
+    ctx: typer.Context,
+    base: str = typer.Option(..., "--base", help="base model: a local folder, a hub id, or `smollm2` (embedded)"),
+    adapter: List[str] = typer.Option([], "--adapter", help="NAME=PATH of a specialist or any adapter (repeat)"),
+    merged: List[str] = typer.Option([], "--merged", help="NAME=PATH of a merged adapter (repeat)"),
+    data: List[str] = typer.Option([], "--data", help="DOMAIN=FILE or FILE (.jsonl, .csv, .json; repeat)"),
+    builtin: bool = typer.Option(False, "--builtin", help="use the built-in verified question sets"),
+    split: str = typer.Option("test", "--split", help="built-in split: train, validation or test"),
+    n_per_domain: int = typer.Option(1000, "--n-per-domain", help="built-in set size per domain (all splits)"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="at most N questions per domain"),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="questions per forward pass"),
+    mode: str = typer.Option("letters", "--mode", help="letters (log-likelihood of A-D) or generate (parse a letter)"),
+    specialist: List[str] = typer.Option([], "--specialist", help="NAME=DOMAIN: adapter NAME is DOMAIN's specialist"),
+    no_base: bool = typer.Option(False, "--no-base", help="do not evaluate the bare base"),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16"),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto"),
+    load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="load the base in 4-bit NF4 (bitsandbytes)"),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="skip invalid question rows (counted) instead of failing"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="write results.json, results.csv, predictions.jsonl here"),
+    force: bool = typer.Option(False, "--force", help="replace a non-empty --out directory"),
+) -> None:
+    """Evaluate the base, each adapter and each merged adapter per domain, loading the base once.
+
+    Example: tiesmerge eval --base smollm2 --adapter math=./math --merged ties=./merged --builtin --limit 200
+    """
+    from tiesmerge.eval.models import load_base
+    from tiesmerge.eval.run import SCORERS, collect_questions, evaluate
+    from tiesmerge.eval.report import write_outputs
+
+    if mode not in SCORERS:
+        raise BadInputError(f"--mode {mode!r} is unknown; use letters or generate")
+    adapters = {k: Path(v) for k, v in _pairs(adapter, "--adapter").items()}
+    merged_map = {k: Path(v) for k, v in _pairs(merged, "--merged").items()}
+    explicit = _pairs(specialist, "--specialist")
+    if out is not None and out.is_dir() and any(out.iterdir()) and not force:
+        raise BadInputError(f"--out {out} exists and is not empty; pass --force to replace it")
+    questions, skipped = collect_questions(_data_args(data), builtin=builtin, split=split, limit=limit,
+                                           skip_invalid=skip_invalid, n_per_domain=n_per_domain)
+    err = Console(stderr=True, soft_wrap=True)
+    if skipped:
+        err.print(f"skipped {len(skipped)} invalid row(s); first: {skipped[0]}", markup=False)
+    model, tokenizer = load_base(base, dtype=dtype, device=device, load_in_4bit=load_in_4bit)
+
+    with contextlib.ExitStack() as stack:
+
+        def on_target(name: str, total: int):
+            hook = stack.enter_context(module_progress(total, f"scoring {name}", unit="questions"))
+            done = [0]
+
+            def advance(n: int) -> None:
+                done[0] += n
+                hook(done[0], total, "")
+
+            return advance
+
+        result = evaluate(model, tokenizer, questions, adapters=adapters, merged=merged_map, mode=mode,
+                          batch_size=batch_size, include_base=not no_base, explicit_specialists=explicit,
+                          on_target=on_target)
+    result.meta.update({"base": base, "split": split if builtin else None, "limit": limit, "skipped_rows": len(skipped)})
+    print_table(result, Console(soft_wrap=True))
+    if out is not None:
+        with atomic_output_dir(out, force) as tmp:
+            write_outputs(result, tmp)
+        Console(soft_wrap=True).print(f"wrote {out}/results.json, results.csv, predictions.jsonl", markup=False)
