@@ -42,31 +42,35 @@ def _pct(v: Optional[float]) -> str:
 
 
 def print_table(result: EvalResult, console: Console) -> None:
-    table = Table(title="accuracy % [95% Wilson interval]", title_justify="left")
-    table.add_column("model")
-    for d in result.domains:
-        table.add_column(d, justify="right")
-    table.add_column("mean", justify="right")
-    table.add_column("norm. mean / worst", justify="right")
-    table.add_column("gain kept", justify="right")
-    table.add_column("q/s", justify="right")
+    """Two narrow tables (they fit 80 columns): accuracy per (model, domain), then one summary row per model."""
+    acc = Table(title="accuracy per domain (95% Wilson interval)", title_justify="left")
+    for col, justify in (("model", "left"), ("domain", "left"), ("accuracy %", "right"), ("95% CI", "right"),
+                         ("n", "right")):
+        acc.add_column(col, justify=justify)
     for t in result.targets:
-        cells = []
-        for d in result.domains:
+        for i, d in enumerate(result.domains):
             c = result.cell(t.name, d)
-            cells.append(f"{_pct(c['accuracy'])} [{_pct(c['ci95'][0])}–{_pct(c['ci95'][1])}]")
+            star = " *" if result.specialist_of.get(d) == t.name else ""
+            acc.add_row(t.name if i == 0 else "", d + star, _pct(c["accuracy"]),
+                        f"{_pct(c['ci95'][0])}–{_pct(c['ci95'][1])}", str(c["n"]),
+                        end_section=i == len(result.domains) - 1)
+    console.print(acc)
+    summary = Table(title="summary (* = the domain's specialist)", title_justify="left")
+    for col in ("model", "mean acc %", "norm. acc mean / worst %", "gain kept %", "q/s", "p50 / p95 s"):
+        summary.add_column(col, justify="left" if col == "model" else "right")
+    for t in result.targets:
         norm = retention = ""
         if t.kind == "merged":
             s = result.merged_summary(t.name)
             worst = s["normalized_worst"]
             norm = f"{_pct(s['normalized_mean'])} / {_pct(worst['value']) if worst else '—'}"
+            if worst:
+                norm += f" ({worst['domain']})"
             retention = _pct(s["gain_retention_mean"])
         lat = result.latency(t.name)
-        label = t.name + (" (specialist: " + ", ".join(d for d, a in result.specialist_of.items() if a == t.name) + ")"
-                          if t.name in result.specialist_of.values() else "")
-        table.add_row(label, *cells, _pct(result.mean(t.name)), norm, retention,
-                      f"{lat.get('questions_per_s') or 0:.1f}")
-    console.print(table)
+        summary.add_row(t.name, _pct(result.mean(t.name)), norm, retention, f"{lat.get('questions_per_s') or 0:.2f}",
+                        f"{lat.get('p50_s', 0):.2f} / {lat.get('p95_s', 0):.2f}")
+    console.print(summary)
 
 
 @guarded
