@@ -93,3 +93,15 @@ def test_4bit_nf4_base_scores_on_cpu(tiny_base):
     assert getattr(model, "is_loaded_in_4bit", False)
     preds = score_letters(model, tok, QUESTIONS, batch_size=2)
     assert len(preds) == len(QUESTIONS) and all(all(v <= 0 for v in p.logprobs) for p in preds)
+
+
+def test_prefix_cache_equals_full_prompts(tiny, tiny_base, adapter_set):
+    model, tok = tiny
+    cached = score_letters(model, tok, QUESTIONS, batch_size=2, reuse_prefix=True)
+    full = score_letters(model, tok, QUESTIONS, batch_size=1, reuse_prefix=False)
+    assert_close(torch.tensor([p.logprobs for p in cached]), torch.tensor([p.logprobs for p in full]), atol=1e-4, rtol=1e-4)
+    peft = attach_adapters(model, {"rs8": adapter_set["rs8"]})  # the prefix cache must follow the adapter
+    with using(peft, model, "rs8") as m:
+        a = score_letters(m, tok, QUESTIONS, batch_size=3, reuse_prefix=True)
+        b = score_letters(m, tok, QUESTIONS, batch_size=3, reuse_prefix=False)
+    assert_close(torch.tensor([p.logprobs for p in a]), torch.tensor([p.logprobs for p in b]), atol=1e-4, rtol=1e-4)

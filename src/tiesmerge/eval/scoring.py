@@ -3,6 +3,7 @@ or a generated letter (`generate`, as an answer agent would). Batched with left 
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 import time
@@ -75,18 +76,60 @@ def _device_of(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix every row shares (the chat template, system prompt and instruction)."""
+    first = rows[0]
+    n = min(len(r) for r in rows)
+    for r in rows[1:]:
+        i = 0
+        while i < n and r[i] == first[i]:
+            i += 1
+        n = i
+    return n
+
+
+def _prefix_cache(model, prefix: list[int], device: torch.device):
+    """The KV cache of the shared prefix (computed once per model/adapter), or None if there is none."""
+    if len(prefix) < 2:
+        return None
+    ids = torch.tensor([prefix], device=device)
+    return model(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
+
+
 @torch.no_grad()
 def score_letters(model, tokenizer, questions: Sequence[Question], batch_size: int = 16,
-                  progress: Callable[[int], None] | None = None) -> list[Prediction]:
-    """One forward pass per batch; the prediction is the letter with the highest next-token log-probability."""
+                  progress: Callable[[int], None] | None = None, reuse_prefix: bool = True) -> list[Prediction]:
+    """One forward pass per batch; the prediction is the letter with the highest next-token log-probability.
+
+    The prompts' shared token prefix (template + instruction, about half of each prompt) is run once and
+    its KV cache reused for every batch (`reuse_prefix`); the suffixes are left-padded after it, with the
+    attention mask and position ids set so each question sees exactly its own prompt.
+    """
     letter_ids = torch.tensor(letter_token_ids(tokenizer))
     device = _device_of(model)
+    questions = list(questions)
+    rows = [tokenizer(build_prompt(tokenizer, q), add_special_tokens=False)["input_ids"] for q in questions]
+    plen = _common_prefix(rows) - 1 if (reuse_prefix and len(rows) > 1) else 0  # keep ≥1 suffix token
+    cache = _prefix_cache(model, rows[0][:plen], device) if plen > 1 else None
+    if cache is None:
+        plen = 0
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out: list[Prediction] = []
-    for batch in _batches(list(questions), batch_size):
+    for start_i in range(0, len(questions), batch_size):
+        batch, brows = questions[start_i: start_i + batch_size], rows[start_i: start_i + batch_size]
         start = time.perf_counter()
-        ids, mask, pos = _encode(tokenizer, [build_prompt(tokenizer, q) for q in batch], device)
+        width = max(len(r) - plen for r in brows)
+        ids = torch.tensor([[pad] * (width - len(r) + plen) + r[plen:] for r in brows], device=device)
+        suffix_mask = torch.tensor([[0] * (width - len(r) + plen) + [1] * (len(r) - plen) for r in brows], device=device)
+        pos = (plen + suffix_mask.cumsum(-1) - 1).clamp_min(plen)  # left padding must not shift positions
+        mask = torch.cat([torch.ones(len(brows), plen, dtype=suffix_mask.dtype, device=device), suffix_mask], 1)
+        kwargs = {}
+        if cache is not None:
+            past = copy.deepcopy(cache)
+            past.batch_repeat_interleave(len(brows))
+            kwargs["past_key_values"] = past
         # logits_to_keep=1: only the last position goes through the (vocab-sized) LM head
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits[:, -1, :].float()
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1, **kwargs).logits[:, -1, :].float()
         logp = torch.log_softmax(logits, dim=-1)[:, letter_ids.to(logits.device)].cpu()
         share = (time.perf_counter() - start) / len(batch)
         for q, row in zip(batch, logp):
