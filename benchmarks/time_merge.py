@@ -15,7 +15,8 @@ import torch
 from tiesmerge.adapters.synthetic import SHAPES, write_synthetic_adapter
 from tiesmerge.configs import recipe_from_dict
 from tiesmerge.merge import driver
-from tiesmerge.merge.job import prepare, resolve_device
+from tiesmerge.devices import resolve_device
+from tiesmerge.merge.job import prepare
 
 
 def main() -> None:

@@ -67,6 +67,7 @@ class AdapterReader:
             raise BadInputError(f"{label}: not a directory; pass the folder holding adapter_config.json")
         self.settings: LoraSettings = read_lora_settings(self.path, f"adapter {name!r}")
         self.weights_path = self.path / WEIGHTS_NAME
+        self.passthrough: tuple[str, ...] = ()  # base-layer weights saved beside embedding LoRA
         if not self.weights_path.is_file():
             if (self.path / PICKLE_NAME).is_file():
                 raise BadInputError(f"{label}: only {PICKLE_NAME} (a pickle) is present. {_CONVERT_HINT}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 from typing import Any, Callable, TypeVar
 
 import typer
@@ -59,7 +58,3 @@ def guarded(fn: F) -> F:
 def field_help(model: type[BaseModel], name: str) -> str:
     """The config model's description of a field, so a flag's help is written once, in the model."""
     return model.model_fields[name].description or ""
-
-
-def stderr_is_tty() -> bool:
-    return sys.stderr.isatty()

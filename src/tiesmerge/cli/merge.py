@@ -17,7 +17,8 @@ from tiesmerge.configs.loader import read_yaml, recipe_from_dict
 from tiesmerge.configs.recipe import AdapterEntry, MergeParameters, OutputSpec, Recipe
 from tiesmerge.errors import BadInputError
 from tiesmerge.merge import driver
-from tiesmerge.merge.job import describe, prepare, resolve_device
+from tiesmerge.devices import resolve_device
+from tiesmerge.merge.job import describe, prepare
 from tiesmerge.merge.registry import get as get_method
 from tiesmerge.merge.types import Method, SignRule
 

@@ -49,9 +49,9 @@ def evaluate(model, tokenizer, questions: Sequence[Question], *, adapters: Mappi
              explicit_specialists: Mapping[str, str] = {},
              on_target: Callable[[str, int], Callable[[int], None] | None] | None = None) -> EvalResult:
     """Score every target on the same questions; adapters are attached once and switched."""
-    clash = set(adapters) & set(merged)
-    if clash or "base" in adapters or "base" in merged:
-        raise BadInputError(f"adapter names must be unique and not 'base' (clash: {sorted(clash | {'base'} & (set(adapters) | set(merged)))})")
+    clash = (set(adapters) & set(merged)) | ({"base"} & (set(adapters) | set(merged)))
+    if clash:
+        raise BadInputError(f"adapter names must be unique and not 'base'; rename: {', '.join(sorted(clash))}")
     scorer = SCORERS[mode]
     peft = attach_adapters(model, {**adapters, **merged})
     targets = ([Target("base", "base")] if include_base else []) + \

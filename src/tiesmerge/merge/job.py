@@ -9,7 +9,6 @@ import torch
 from tiesmerge.adapters.compat import ModulePlan, SetPlan, plan_set
 from tiesmerge.adapters.reader import AdapterReader
 from tiesmerge.configs.recipe import Recipe
-from tiesmerge.devices import resolve_device  # noqa: F401  (re-exported for the CLI)
 from tiesmerge.errors import BadInputError
 from tiesmerge.merge.methods.mergekit_family import module_seed
 from tiesmerge.merge.refactor import RankRequest
