@@ -90,3 +90,17 @@ def test_bad_csv_and_tournament_rows(tmp_path):
         load_questions(tmp_path / "x.txt") if (tmp_path / "x.txt").write_text("x") else None
     with pytest.raises(BadInputError, match="not found"):
         load_questions(tmp_path / "missing.jsonl")
+
+
+@pytest.mark.parametrize("answer,want", [("B", "B"), ("b", "B"), ("(C)", "C"), ("D)", "D"), ("A.", "A"),
+                                         (2, "C"), (0, "A"), ("Paris", "B")])
+def test_answer_forms(answer, want):
+    assert make_question("Capital of France?", ["Rome", "Paris", "Oslo", "Bern"], answer).answer == want
+
+
+@pytest.mark.parametrize("answer", ["E", 4, -1, "London", None, True, 1.0])
+def test_bad_answers(answer):
+    from tiesmerge.eval.questions import InvalidQuestion
+
+    with pytest.raises(InvalidQuestion, match="answer must be"):
+        make_question("Capital of France?", ["Rome", "Paris", "Oslo", "Bern"], answer)

@@ -37,6 +37,21 @@ def question_id(text: str, choices: tuple[str, ...]) -> str:
     return hashlib.sha1(("\x1f".join((text, *choices))).encode()).hexdigest()[:12]
 
 
+def _answer_letter(answer: object, choices: list[str]) -> str | None:
+    """A–D from "B", "b", "(B)", "B)", an integer index 0–3 (as in MMLU), or the text of a choice."""
+    if isinstance(answer, int) and not isinstance(answer, bool):
+        return LETTERS[answer] if 0 <= answer < 4 else None
+    if not isinstance(answer, str):
+        return None
+    text = answer.strip()
+    letter = text.upper().strip("()").rstrip(").:").strip()
+    if letter in LETTERS:
+        return letter
+    if text in choices and choices.count(text) == 1:
+        return LETTERS[choices.index(text)]
+    return None
+
+
 def make_question(text: object, choices: object, answer: object, domain: object = None, qid: object = None) -> Question:
     """Validate and normalise one question; raise InvalidQuestion naming the problem."""
     if not isinstance(text, str) or not text.strip():
@@ -62,12 +77,9 @@ def make_question(text: object, choices: object, answer: object, domain: object 
         clean.append(c)
     if len(set(clean)) != 4:
         raise InvalidQuestion("choices are not distinct")
-    letter = str(answer).strip().upper() if answer is not None else ""
-    if letter.startswith("(") and letter.endswith(")"):
-        letter = letter[1:-1]
-    letter = letter.rstrip(").:")
-    if letter not in LETTERS:
-        raise InvalidQuestion(f"answer must be one of A, B, C, D (got {answer!r})")
+    letter = _answer_letter(answer, clean)
+    if letter is None:
+        raise InvalidQuestion(f"answer must be one of A, B, C, D, an index 0-3, or a choice's text (got {answer!r})")
     text = text.strip()
     tup = tuple(clean)
     dom = str(domain).strip() if domain not in (None, "") else "default"
