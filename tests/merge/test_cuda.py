@@ -8,7 +8,7 @@ from torch.testing import assert_close
 
 from tiesmerge.adapters.synthetic import SHAPES, write_synthetic_adapter
 from tiesmerge.configs import recipe_from_dict
-from tiesmerge.merge import driver
+from tiesmerge.merge.module import merge_module
 from tiesmerge.merge.job import prepare
 from tiesmerge.merge.methods.ties import ties
 from tiesmerge.merge.types import MethodParams
@@ -38,8 +38,8 @@ def test_driver_on_cuda_equals_cpu(tmp_path, method, rank):
         data["parameters"] = {"density": 0.3}
     job = prepare(recipe_from_dict(data, "t", tmp_path))
     for module in job.plan.modules:
-        fc, rc = driver.merge_module(job, module, torch.device("cpu"))
-        fg, rg = driver.merge_module(job, module, torch.device("cuda"))
+        fc, rc = merge_module(job, module, torch.device("cpu"))
+        fg, rg = merge_module(job, module, torch.device("cuda"))
         assert rg.rank == rc.rank
         assert rg.retained_energy == pytest.approx(rc.retained_energy, rel=1e-4)
         assert_close((fg.B @ fg.A).cpu(), fc.B @ fc.A, rtol=1e-4, atol=1e-5 * float((fc.B @ fc.A).abs().max()))

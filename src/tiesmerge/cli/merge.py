@@ -20,7 +20,7 @@ from tiesmerge.merge import driver
 from tiesmerge.devices import resolve_device
 from tiesmerge.merge.job import describe, prepare
 from tiesmerge.merge.registry import get as get_method
-from tiesmerge.merge.types import Method, SignRule
+from tiesmerge.merge.types import Method, SignRule, Space
 
 P, O, A, R = MergeParameters, OutputSpec, AdapterEntry, Recipe
 
@@ -135,6 +135,7 @@ def merge(
     dry_run: bool = typer.Option(False, "--dry-run", help="check everything and print the plan; write nothing"),
     adapter: List[str] = typer.Option([], "--adapter", help="NAME=PATH[:WEIGHT], repeat per adapter (instead of a recipe)"),
     method: Optional[Method] = typer.Option(None, "--method", help=field_help(R, "method")),
+    space: Optional[Space] = typer.Option(None, "--space", help=field_help(R, "space")),
     density: Optional[float] = typer.Option(None, "--density", help=field_help(P, "density")),
     trim: Optional[float] = typer.Option(None, "--trim", help="share of smallest entries dropped (density = 1 - trim)"),
     lam: Optional[float] = typer.Option(None, "--lambda", help=field_help(P, "lam")),
@@ -157,6 +158,7 @@ def merge(
     """
     overrides = {
         ("method",): method.value if method else None,
+        ("space",): space.value if space else None,
         ("parameters", "density"): density,
         ("parameters", "trim"): trim,
         ("parameters", "lambda"): lam,

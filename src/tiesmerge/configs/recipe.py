@@ -8,7 +8,7 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tiesmerge.merge.registry import get as get_method
-from tiesmerge.merge.types import Method, SignRule
+from tiesmerge.merge.types import Method, SignRule, Space
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, use_enum_values=False, allow_inf_nan=False)
 
@@ -98,6 +98,8 @@ class Recipe(BaseModel):
     model_config = _FROZEN
 
     method: Method = Field(Method.ties, description="merge method (see `tiesmerge methods`)")
+    space: Space = Field(Space.full, description="merge space: full (dense ΔW) or core (K×K cores of shared bases, "
+                         "no dense matrix; output rank ≤ Σ r_i)")
     parameters: MergeParameters = Field(default_factory=MergeParameters)
     adapters: list[AdapterEntry] = Field(..., min_length=1)
     output: OutputSpec = Field(default_factory=OutputSpec)

@@ -20,8 +20,8 @@ from tiesmerge.adapters.compat import ModulePlan
 from tiesmerge.adapters.writer import StreamingSafetensorsWriter, atomic_output_dir, lora_config
 from tiesmerge.configs.loader import recipe_to_yaml
 from tiesmerge.errors import BadInputError
-from tiesmerge.merge import refactor
 from tiesmerge.merge.job import MergeJob
+from tiesmerge.merge.module import merge_module
 from tiesmerge.merge.report import ModuleReport, summarize
 
 ProgressHook = Callable[[int, int, str], None]  # (done, total, module name)
@@ -33,49 +33,6 @@ class MergeResult:
     modules: tuple[ModuleReport, ...]
     summary: dict
     seconds: float
-
-
-def merge_module(job: MergeJob, module: ModulePlan, device: torch.device) -> tuple[refactor.Factorization, ModuleReport]:
-    """Merge one module over the adapters that hold it and factor the result back to LoRA."""
-    params = job.params_for(module)
-    readers = [job.readers[i] for i in module.members]
-    stats = None
-    merged_density = None
-    if job.spec.linear:
-        # Linear merges are exactly the concatenation of the scaled factors: no dense ΔW.
-        coeffs = job.spec.coefficients(params)
-        bs, as_ = [], []
-        for c, reader in zip(coeffs, readers):
-            a, b = reader.factors(module.name, device)
-            bs.append(b * (c * reader.modules[module.name].scale))
-            as_.append(a)
-        fac = refactor.from_factors(torch.cat(bs, 1), torch.cat(as_, 0), job.rank)
-    else:
-        deltas = torch.empty((len(readers), module.d_out, module.d_in), dtype=torch.float32, device=device)
-        for i, reader in enumerate(readers):
-            a, b = reader.factors(module.name, device)
-            torch.matmul(b * reader.modules[module.name].scale, a, out=deltas[i])
-            del a, b
-        out = job.spec.fn(deltas, params)
-        del deltas
-        stats = out.stats
-        merged_density = float((out.delta != 0).float().mean())
-        fac = refactor.from_dense(out.delta, job.rank)
-        del out
-    report = ModuleReport(
-        name=module.name,
-        d_out=module.d_out,
-        d_in=module.d_in,
-        n_adapters=len(readers),
-        rank=fac.rank,
-        retained_energy=fac.retained_energy,
-        rel_frobenius_error=fac.rel_error,
-        sign_conflict_rate=stats.sign_conflict_rate if stats else None,
-        kept_density=stats.kept_density if stats else None,
-        merged_density=merged_density,
-        delta_norm=fac.delta_norm,
-    )
-    return fac, report
 
 
 def run(job: MergeJob, out_dir: Path, *, force: bool = False, device: torch.device = torch.device("cpu"),

@@ -66,7 +66,7 @@ def describe(job: MergeJob) -> list[str]:
     p = r.parameters.model_dump(by_alias=True, exclude_none=True)
     shown = {k: (v.value if hasattr(v, "value") else v) for k, v in p.items() if k in job.spec.parameters}
     lines = [
-        f"method: {r.method.value} ({'native' if job.spec.native else 'via mergekit'})"
+        f"method: {r.method.value} ({'native' if job.spec.native else 'via mergekit'}), {r.space.value} space"
         + (f"  parameters: {shown}" if shown else ""),
         f"base model: {job.plan.base_model or 'not named by the adapters'}",
     ]

@@ -133,16 +133,11 @@ def from_factors(b: torch.Tensor, a: torch.Tensor, req: RankRequest) -> Factoriz
     `full` returns the concatenation as is (lossless). Otherwise thin QRs of b and aᵀ give
     ΔW = Q_b (R_b R_aᵀ) Q_aᵀ, whose small K × K core has the same singular values as ΔW.
     """
-    qb, rb = torch.linalg.qr(b)
-    qa, ra = torch.linalg.qr(a.T)
-    u, s, vh = torch.linalg.svd(rb @ ra.T, full_matrices=False)
-    total = float((s.double() ** 2).sum())
+    from tiesmerge.merge.core import core_space, from_core
+
+    space = core_space([b], [a])
     if req.mode == "full":
-        return Factorization(
-            B=b.contiguous(), A=a.contiguous(), rank=b.shape[1], retained_energy=1.0, rel_error=0.0,
-            delta_norm=math.sqrt(total),
-        )
-    n_min = min(b.shape[0], a.shape[1])
-    cap = min(req.max_rank or n_min, n_min) if req.mode == "auto" else n_min
-    rank = choose_rank(s.square(), total, req, cap)
-    return _split(qb @ u, s, vh @ qa.T, rank, total)
+        total = float(space.cores[0].double().square().sum())
+        return Factorization(B=b.contiguous(), A=a.contiguous(), rank=b.shape[1], retained_energy=1.0, rel_error=0.0,
+                             delta_norm=math.sqrt(total))
+    return from_core(space, space.cores[0], req)

@@ -20,6 +20,13 @@ class Method(str, Enum):
     magnitude_prune = "magnitude_prune"
 
 
+class Space(str, Enum):
+    """Where a method is applied."""
+
+    full = "full"  # on the dense ΔW_i (d_out × d_in)
+    core = "core"  # on the K × K cores of a shared orthonormal basis (no dense matrix; Panariello et al. 2025)
+
+
 class SignRule(str, Enum):
     """How TIES elects the sign of each entry."""
 

@@ -1,0 +1,78 @@
+"""Merge one module: read its factors from the adapters that hold it, merge in the chosen space,
+factor the result back to LoRA, and describe what happened (a ModuleReport)."""
+
+from __future__ import annotations
+
+import torch
+
+from tiesmerge.adapters.compat import ModulePlan
+from tiesmerge.merge import refactor
+from tiesmerge.merge.core import core_space, from_core
+from tiesmerge.merge.job import MergeJob
+from tiesmerge.merge.report import ModuleReport
+from tiesmerge.merge.types import MergeStats, MethodParams, Space
+
+
+def _scaled_factors(job: MergeJob, module: ModulePlan, device: torch.device, coeffs=None):
+    """[c_t s_t B_t], [A_t] for the adapters holding the module (c_t = 1 unless given)."""
+    bs, as_ = [], []
+    for k, i in enumerate(module.members):
+        reader = job.readers[i]
+        a, b = reader.factors(module.name, device)
+        c = 1.0 if coeffs is None else coeffs[k]
+        bs.append(b * (c * reader.modules[module.name].scale))
+        as_.append(a)
+    return bs, as_
+
+
+def linear_concat(job: MergeJob, module: ModulePlan, params: MethodParams, device: torch.device):
+    """Linear methods are exactly the concatenation of the weighted, scaled factors: no dense ΔW."""
+    bs, as_ = _scaled_factors(job, module, device, job.spec.coefficients(params))
+    return refactor.from_factors(torch.cat(bs, 1), torch.cat(as_, 0), job.rank), None, None
+
+
+def in_core_space(job: MergeJob, module: ModulePlan, params: MethodParams, device: torch.device):
+    """The method applied to the K × K cores; mapped back at rank ≤ K."""
+    space = core_space(*_scaled_factors(job, module, device))
+    out = job.spec.fn(space.cores, params)
+    return from_core(space, out.delta, job.rank), out.stats, None
+
+
+def in_full_space(job: MergeJob, module: ModulePlan, params: MethodParams, device: torch.device):
+    """The method applied to the dense ΔW stack, then a truncated SVD."""
+    deltas = torch.empty((len(module.members), module.d_out, module.d_in), dtype=torch.float32, device=device)
+    for k, i in enumerate(module.members):
+        reader = job.readers[i]
+        a, b = reader.factors(module.name, device)
+        torch.matmul(b * reader.modules[module.name].scale, a, out=deltas[k])
+        del a, b
+    out = job.spec.fn(deltas, params)
+    del deltas
+    merged_density = float((out.delta != 0).float().mean())
+    return refactor.from_dense(out.delta, job.rank), out.stats, merged_density
+
+
+def merge_module(job: MergeJob, module: ModulePlan, device: torch.device) -> tuple[refactor.Factorization, ModuleReport]:
+    """Merge one module over the adapters that hold it and factor the result back to LoRA."""
+    params = job.params_for(module)
+    if job.recipe.space is Space.core:
+        fac, stats, merged_density = in_core_space(job, module, params, device)
+    elif job.spec.linear:
+        fac, stats, merged_density = linear_concat(job, module, params, device)
+    else:
+        fac, stats, merged_density = in_full_space(job, module, params, device)
+    stats = stats or MergeStats()
+    report = ModuleReport(
+        name=module.name,
+        d_out=module.d_out,
+        d_in=module.d_in,
+        n_adapters=len(module.members),
+        rank=fac.rank,
+        retained_energy=fac.retained_energy,
+        rel_frobenius_error=fac.rel_error,
+        sign_conflict_rate=stats.sign_conflict_rate,
+        kept_density=stats.kept_density,
+        merged_density=merged_density,
+        delta_norm=fac.delta_norm,
+    )
+    return fac, report
