@@ -10,7 +10,8 @@ from tiesmerge.merge import refactor
 from tiesmerge.merge.core import core_space, from_core
 from tiesmerge.merge.job import MergeJob
 from tiesmerge.merge.report import ModuleReport
-from tiesmerge.merge.types import MergeStats, MethodParams, Space
+from tiesmerge.merge.chunked import ties_from_factors
+from tiesmerge.merge.types import MergeStats, Method, MethodParams, Space
 
 
 def _scaled_factors(job: MergeJob, module: ModulePlan, device: torch.device, coeffs=None):
@@ -39,7 +40,14 @@ def in_core_space(job: MergeJob, module: ModulePlan, params: MethodParams, devic
 
 
 def in_full_space(job: MergeJob, module: ModulePlan, params: MethodParams, device: torch.device):
-    """The method applied to the dense ΔW stack, then a truncated SVD."""
+    """The method applied to the dense ΔW stack, then a truncated SVD.
+
+    Native TIES never builds the stack: it forms ΔW rows chunk by chunk from the factors (chunked.py).
+    """
+    if job.spec.method is Method.ties:
+        out = ties_from_factors(*_scaled_factors(job, module, device), params)
+        merged_density = float((out.delta != 0).float().mean())
+        return refactor.from_dense(out.delta, job.rank), out.stats, merged_density
     deltas = torch.empty((len(module.members), module.d_out, module.d_in), dtype=torch.float32, device=device)
     for k, i in enumerate(module.members):
         reader = job.readers[i]
