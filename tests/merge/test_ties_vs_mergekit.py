@@ -94,3 +94,12 @@ def test_count_rule_differs_from_sum_by_hand():
     w = (1.0, 1.0, 1.0)
     assert ties(d, MethodParams(weights=w, densities=(1.0,) * 3, sign=SignRule.sum)).delta.item() == 10.0
     assert ties(d, MethodParams(weights=w, densities=(1.0,) * 3, sign=SignRule.count)).delta.item() == -1.5
+
+
+@pytest.mark.parametrize("n,k", [(2_000_000, 400_000), (2_000_000, 1), (2_000_000, 1_999_999), (1_000_003, 777)])
+def test_kth_largest_bracketed_selection_is_exact(n, k):
+    gen = torch.Generator().manual_seed(n + k)
+    values = torch.randn(n, generator=gen).abs()
+    values[:1000] = values[5000]  # a block of exact ties
+    want = torch.sort(values, descending=True).values[k - 1]
+    assert steps.kth_largest(values, k) == want

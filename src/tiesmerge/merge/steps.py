@@ -19,12 +19,40 @@ def keep_count(density: float, numel: int) -> int:
     return max(1, int(density * numel))
 
 
-def kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
-    """The k-th largest entry of a 1-D tensor by one selection: kthvalue on CPU; on CUDA, where
-    kthvalue is ~100x slower than a partial top-k (1.8 s vs 15 ms on 242M entries, H100), topk."""
+def _select(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th largest by one selection: kthvalue on CPU; on CUDA, where kthvalue is ~100x slower
+    than a partial top-k (1.8 s vs 15 ms on 242M entries, H100), topk."""
     if values.is_cuda:
         return torch.topk(values, k, sorted=False).values.min()
     return torch.kthvalue(values, values.numel() - k + 1).values
+
+
+SAMPLE = 1 << 16
+
+
+def kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The exact k-th largest entry of a 1-D tensor.
+
+    Large tensors: a fixed-seed sample brackets the answer, two comparison passes count what lies
+    above and inside the bracket, and the selection runs on the (small) bracket only — exact, and
+    ~6x faster than kthvalue on 242M entries. Falls back to the full selection if the bracket misses.
+    """
+    n = values.numel()
+    if n <= 8 * SAMPLE:
+        return _select(values, k)
+    gen = torch.Generator().manual_seed(n ^ k)
+    sample = values[torch.randint(n, (SAMPLE,), generator=gen).to(values.device)]
+    pos = k * SAMPLE / n  # where the answer sits in the sample, counted from the top
+    margin = 6.0 * (pos * (1 - k / n)) ** 0.5 + 8
+    hi_rank, lo_rank = int(max(1, pos - margin)), int(min(SAMPLE, pos + margin))
+    hi = _select(sample, hi_rank) if hi_rank > 1 else sample.max()
+    lo = _select(sample, lo_rank)
+    above = int((values > hi).sum())
+    if above < k:
+        band = values[(values <= hi) & (values >= lo)]
+        if above + band.numel() >= k:
+            return _select(band, k - above)
+    return _select(values, k)
 
 
 def magnitude_mask(delta: torch.Tensor, density: float) -> torch.Tensor:
