@@ -6,6 +6,8 @@ Prints wall time, modules per second and (on CUDA) peak GPU memory. Peak RSS: ru
 from __future__ import annotations
 
 import argparse
+import resource
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +32,11 @@ def main() -> None:
     ap.add_argument("--rank", default="16", help="int, auto or full")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--inputs", type=Path, default=None, help="reuse/write the synthetic set here")
+    ap.add_argument("--space", default="full", choices=["full", "core"])
+    ap.add_argument("--bf16", action="store_true", help="write the synthetic inputs in bf16 (as real adapters)")
+    ap.add_argument("--cleanup", action="store_true", help="delete the inputs and output afterwards")
+    ap.add_argument("--generate-only", action="store_true", help="write the inputs and exit (so a separate "
+                    "merge process's peak RSS excludes generation)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="tiesmerge-bench-"))
@@ -38,10 +45,14 @@ def main() -> None:
     for i in range(args.adapters):
         if not (inputs / f"a{i}" / "adapter_config.json").exists():
             write_synthetic_adapter(inputs / f"a{i}", SHAPES[args.shape], layers=args.layers, r=args.r,
-                                    alpha=2 * args.r, adapter_seed=i + 1)
+                                    alpha=2 * args.r, adapter_seed=i + 1,
+                                    dtype=torch.bfloat16 if args.bf16 else torch.float32)
     t_gen = time.perf_counter() - t0
+    if args.generate_only:
+        print(f"inputs written to {inputs} in {t_gen:.1f}s")
+        return
     rank = int(args.rank) if args.rank.isdigit() else args.rank
-    data = {"method": args.method, "adapters": [{"path": str(inputs / f"a{i}"), "weight": 1 / args.adapters}
+    data = {"method": args.method, "space": args.space, "adapters": [{"path": str(inputs / f"a{i}"), "weight": 1 / args.adapters}
                                                   for i in range(args.adapters)], "output": {"rank": rank}}
     if args.method != "task_arithmetic":
         data["parameters"] = {"density": args.density}
@@ -52,10 +63,16 @@ def main() -> None:
     result = driver.run(job, work / "out", device=dev)
     s = result.summary
     print(f"shape={args.shape} layers={args.layers or SHAPES[args.shape].layers} adapters={args.adapters} r={args.r} "
-          f"method={args.method} rank={args.rank} device={dev}")
+          f"method={args.method} space={args.space} rank={args.rank} device={dev}")
     print(f"inputs written in {t_gen:.1f}s; merge wall {result.seconds:.2f}s for {s['modules']} modules "
           f"({s['modules'] / result.seconds:.1f} modules/s); rank {s['rank_min']}-{s['rank_max']}; "
           f"energy mean {s['retained_energy_mean']:.4f}")
+    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (this process, inputs "
+          "generation included)")
+    if args.cleanup:
+        shutil.rmtree(work, ignore_errors=True)
+        if args.inputs:
+            shutil.rmtree(args.inputs, ignore_errors=True)
     if dev.type == "cuda":
         print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB on {torch.cuda.get_device_name()}")
 
