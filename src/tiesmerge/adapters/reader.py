@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
+from tiesmerge.adapters.safetensors_file import SafetensorsFile, SafetensorsFormatError
 
 from tiesmerge.adapters.config import LoraSettings, read_lora_settings
 from tiesmerge.errors import BadInputError
@@ -73,9 +73,9 @@ class AdapterReader:
                 raise BadInputError(f"{label}: only {PICKLE_NAME} (a pickle) is present. {_CONVERT_HINT}")
             raise BadInputError(f"{label}: no {WEIGHTS_NAME} in the adapter directory")
         try:
-            self._file = safe_open(str(self.weights_path), framework="pt", device="cpu")
-            keys = list(self._file.keys())
-        except (SafetensorError, OSError) as exc:
+            self._file = SafetensorsFile(self.weights_path)
+            keys = self._file.keys()
+        except (SafetensorsFormatError, OSError) as exc:
             raise BadInputError(
                 f"{label}: {WEIGHTS_NAME} is corrupt or truncated ({exc}); re-copy or re-save the adapter"
             ) from None
@@ -113,8 +113,7 @@ class AdapterReader:
         return dict(sorted(entries.items(), key=lambda kv: natural_key(kv[0])))
 
     def _entry(self, full: str, a_key: str, b_key: str, embedding: bool, label: str) -> ModuleEntry:
-        a_slice, b_slice = self._file.get_slice(a_key), self._file.get_slice(b_key)
-        a_shape, b_shape = tuple(a_slice.get_shape()), tuple(b_slice.get_shape())
+        a_shape, b_shape = self._file.shape(a_key), self._file.shape(b_key)
         name = full[len(_PEFT_PREFIX):] if full.startswith(_PEFT_PREFIX) else full
         if len(a_shape) != 2 or len(b_shape) != 2:
             raise BadInputError(
@@ -132,8 +131,8 @@ class AdapterReader:
                 f"{label}: adapter_config says r={cfg_rank} for {name!r} but its lora_A has {rank} rows; "
                 "fix r / rank_pattern in adapter_config.json"
             )
-        dtype_name = a_slice.get_dtype()
-        if dtype_name not in _DTYPES or b_slice.get_dtype() not in _DTYPES:
+        dtype_name = self._file.dtype_name(a_key)
+        if dtype_name not in _DTYPES or self._file.dtype_name(b_key) not in _DTYPES:
             raise BadInputError(f"{label}: module {name!r} has non-float factors ({dtype_name})")
         return ModuleEntry(
             name=name,
@@ -155,7 +154,7 @@ class AdapterReader:
         for key in (entry.a_key, entry.b_key):
             try:
                 t = self._file.get_tensor(key)
-            except (SafetensorError, OSError) as exc:
+            except OSError as exc:
                 raise BadInputError(f"adapter {self.name!r}: cannot read {key!r} ({exc})") from None
             t = t.to(device=device, dtype=torch.float32)
             if not torch.isfinite(t).all():
@@ -170,7 +169,7 @@ class AdapterReader:
         """A stored tensor as is (used for pass-through base-layer weights)."""
         try:
             return self._file.get_tensor(key)
-        except (SafetensorError, OSError) as exc:
+        except OSError as exc:
             raise BadInputError(f"adapter {self.name!r}: cannot read {key!r} ({exc})") from None
 
     def delta(self, module: str, device: torch.device | str = "cpu") -> torch.Tensor:
