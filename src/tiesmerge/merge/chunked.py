@@ -2,10 +2,10 @@
 
 Pass 1 forms each ΔW_t once (one at a time) to find its trim threshold by selection (kthvalue on
 CPU, top-k on CUDA) and how many entries tied with it are kept. Pass 2 walks row chunks: re-forms
-the T chunks from the factors (a cheap GEMM), trims them with those thresholds (ties kept in index
-order, as the dense trim does), elects signs and merges. The result equals the dense kernel
-(`methods/ties.py`) entry for entry, while the stack of T dense ΔW never exists: peak memory is the
-merged ΔW plus one ΔW_t and its magnitudes, plus a small chunk stack.
+each adapter's chunk from its factors (a cheap GEMM), trims it with its threshold (ties kept in index
+order, as the dense trim does) and folds it into running sums, then elects signs and merges. The
+result equals the dense kernel (`methods/ties.py`) entry for entry, while the stack of T dense ΔW
+never exists: peak memory is the merged ΔW plus one ΔW_t and its magnitudes, plus a few chunk buffers.
 """
 
 from __future__ import annotations
@@ -15,12 +15,25 @@ from typing import Sequence
 import torch
 
 from tiesmerge.merge import steps
-from tiesmerge.merge.types import MergeOutput, MergeStats, MethodParams
+from tiesmerge.merge.types import MergeOutput, MergeStats, MethodParams, SignRule
 
-CHUNK_ELEMENTS = 1 << 24  # entries of the T-stacked chunk (64 MiB in fp32)
+CHUNK_ELEMENTS = 1 << 22  # entries per row chunk (16 MiB in fp32; about ten such buffers are live)
 
 
-def thresholds(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], densities: Sequence[float]):
+def chunk_rows(n: int, chunk_elements: int) -> int:
+    return max(1, chunk_elements // max(1, n))
+
+
+def chunked_product(b: torch.Tensor, a: torch.Tensor, rows: int) -> torch.Tensor:
+    """b @ a formed row chunk by row chunk, so its entries are bitwise those that pass 2 recomputes
+    (a GEMM over a few rows may round differently from the same rows of one big GEMM)."""
+    out = torch.empty((b.shape[0], a.shape[1]), dtype=torch.float32, device=b.device)
+    for r0 in range(0, b.shape[0], rows):
+        torch.matmul(b[r0: r0 + rows], a, out=out[r0: r0 + rows])
+    return out
+
+
+def thresholds(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], densities: Sequence[float], rows: int):
     """Per adapter: (threshold or None for keep-all, number of entries equal to it that are kept)."""
     out = []
     for b, a, density in zip(bs, as_, densities):
@@ -32,7 +45,7 @@ def thresholds(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], densitie
         if k == 0:
             out.append((float("inf"), 0))
             continue
-        mag = (b @ a).abs_().reshape(-1)
+        mag = chunked_product(b, a, rows).abs_().reshape(-1)
         thr = steps.kth_largest(mag, k)
         above = int((mag > thr).sum())
         out.append((float(thr), k - above))
@@ -42,43 +55,65 @@ def thresholds(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], densitie
 
 def ties_from_factors(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], p: MethodParams,
                       chunk_elements: int = CHUNK_ELEMENTS) -> MergeOutput:
-    """TIES of ΔW_t = bs[t] @ as_[t] (scales already folded into bs), equal to `ties(stack, p)`."""
-    t_count = len(bs)
+    """TIES of ΔW_t = bs[t] @ as_[t] (scales already folded into bs), equal to `ties(stack, p)`.
+
+    Per row chunk, adapters are folded in one at a time into running sums — Σ τ̂_t (the sum rule's
+    election), the positive and negative parts, their weights and counts — so the elected sign, the
+    agreeing entries' sum and their weight follow without a T-stacked tensor or extra passes over it.
+    """
     m, n = bs[0].shape[0], as_[0].shape[1]
     device = bs[0].device
-    weights = torch.tensor(p.weights, dtype=torch.float32, device=device)
-    w_shape = (-1, 1, 1)
-    limits = thresholds(bs, as_, p.densities)
+    rows = chunk_rows(n, chunk_elements)
+    limits = thresholds(bs, as_, p.densities, rows)
     quota = [q for _, q in limits]
     merged = torch.empty((m, n), dtype=torch.float32, device=device)
-    rows = max(1, chunk_elements // max(1, t_count * n))
     kept = nonzero = disagree = 0
     normalize = True if p.normalize is None else p.normalize
     for r0 in range(0, m, rows):
         r1 = min(m, r0 + rows)
-        stack = torch.empty((t_count, r1 - r0, n), dtype=torch.float32, device=device)
-        for t in range(t_count):
-            torch.matmul(bs[t][r0:r1], as_[t], out=stack[t])
+        shape = (r1 - r0, n)
+        total, pos, neg, wpos, wneg = (torch.zeros(shape, device=device) for _ in range(5))
+        cpos, cneg = (torch.zeros(shape, dtype=torch.int32, device=device) for _ in range(2))
+        x = torch.empty(shape, device=device)
+        for t, (b, a) in enumerate(zip(bs, as_)):
+            torch.matmul(b[r0:r1], a, out=x)
+            # Step 1: trim to the adapter's threshold (entries tied with it: the first ones in index order)
             thr, _ = limits[t]
-            if thr is None:
-                continue
-            mag = stack[t].abs()
-            mask = mag > thr
-            if quota[t] > 0:  # entries tied with the threshold: the first ones in index order
-                ties = (mag == thr).reshape(-1).nonzero().squeeze(1)[: quota[t]]
-                mask.view(-1)[ties] = True
-                quota[t] -= len(ties)
-            stack[t].mul_(mask)
-        kept += int((stack != 0).sum())
-        stack.mul_(weights.reshape(w_shape))  # τ̂_t = w_t · trim(ΔW_t)
-        sign = steps.elect_sign(stack, p.sign)
-        nz = stack != 0
-        nonzero += int(nz.sum())
-        disagree += int((nz & (stack.sign() != sign)).sum())
-        merged[r0:r1] = steps.disjoint_merge(stack, weights, sign, normalize=normalize)
-        del stack, sign, nz
+            if thr is not None:
+                mag = x.abs()
+                mask = mag > thr
+                if quota[t] > 0:
+                    ties = (mag == thr).view(-1).nonzero().squeeze(1)[: quota[t]]
+                    mask.view(-1)[ties] = True
+                    quota[t] -= len(ties)
+                x.mul_(mask)
+                del mag, mask
+            kept += int(torch.count_nonzero(x))
+            w = p.weights[t]
+            x.mul_(w)  # τ̂_t = w_t · trim(ΔW_t)
+            total.add_(x)
+            up, down = x > 0, x < 0
+            pos.add_(x.clamp(min=0))
+            neg.add_(x.clamp(max=0))
+            wpos.add_(up.to(wpos.dtype), alpha=w)
+            wneg.add_(down.to(wneg.dtype), alpha=w)
+            cpos.add_(up)
+            cneg.add_(down)
+            del up, down
+        # Step 2: elect the sign of every entry (ties elect +)
+        elected_up = total >= 0 if p.sign is SignRule.sum else cpos >= cneg
+        # Step 3: disjoint merge: the agreeing entries' sum over their weight
+        out = torch.where(elected_up, pos, neg)
+        if normalize:
+            divisor = torch.where(elected_up, wpos, wneg)
+            divisor[divisor == 0] = 1
+            out.div_(divisor)
+        merged[r0:r1] = out
+        nonzero += int((cpos + cneg).sum())
+        disagree += int(torch.where(elected_up, cneg, cpos).sum())
+        del total, pos, neg, wpos, wneg, cpos, cneg, x, out
     if p.lam != 1:
         merged.mul_(p.lam)
-    stats = MergeStats(kept_density=kept / (t_count * m * n) if m * n else 0.0,
+    stats = MergeStats(kept_density=kept / (len(bs) * m * n) if m * n else 0.0,
                        sign_conflict_rate=disagree / nonzero if nonzero else 0.0)
     return MergeOutput(merged, stats)
