@@ -99,7 +99,11 @@ def generate_batch(rng: random.Random, n: int) -> list[Item]:
     """n items (some may be dropped when too few distinct distractors came out); snippets run in one sandbox."""
     drafts = [rng.choice(TEMPLATES)(rng) for _ in range(n)]
     flat = [code for main, alts in drafts for code in (main, *alts)]
-    results = iter(run_snippets(flat))
+    outcome = run_snippets(flat, per_snippet_timeout=10.0)
+    slow = [r for r in outcome if not r["ok"] and r["error"].startswith("TimeoutError")]
+    if slow:  # a timeout depends on machine load, so it must not silently change the generated set
+        raise RuntimeError(f"{len(slow)} code snippet(s) timed out in the sandbox; the machine is overloaded, retry")
+    results = iter(outcome)
     items = []
     for main, alts in drafts:
         res = [next(results) for _ in range(1 + len(alts))]
