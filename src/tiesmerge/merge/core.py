@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tiesmerge.merge.refactor import Factorization, RankRequest, _split, choose_rank
+from tiesmerge.merge.refactor import Factorization, RankRequest, split_factors, choose_rank
 
 
 @dataclass(frozen=True)
@@ -44,4 +44,4 @@ def from_core(space: CoreSpace, merged: torch.Tensor, req: RankRequest) -> Facto
     if req.mode == "auto" and req.max_rank:
         cap = min(cap, req.max_rank)
     rank = choose_rank(s.square(), total, req, cap)
-    return _split(space.u_b @ u, s, vh @ space.v_a.T, rank, total)
+    return split_factors(space.u_b @ u, s, vh @ space.v_a.T, rank, total)

@@ -54,7 +54,7 @@ def choose_rank(sq_sigma: torch.Tensor, total: float, req: RankRequest, cap: int
     return max(1, min(rank, cap))
 
 
-def _split(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, rank: int, total: float) -> Factorization:
+def split_factors(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, rank: int, total: float) -> Factorization:
     u, s, vh = u[:, :rank], s[:rank], vh[:rank]
     if s.numel() < rank:  # fewer singular values than the rank asked for: pad with zeros
         pad = rank - s.numel()
@@ -124,7 +124,7 @@ def from_dense(delta: torch.Tensor, req: RankRequest) -> Factorization:
     else:
         u, s, vh = top_singular(delta, target)
     rank = choose_rank(s.square(), total, req, target)
-    return _split(u, s, vh, rank, total)
+    return split_factors(u, s, vh, rank, total)
 
 
 def from_factors(b: torch.Tensor, a: torch.Tensor, req: RankRequest) -> Factorization:
