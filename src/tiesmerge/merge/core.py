@@ -44,4 +44,5 @@ def from_core(space: CoreSpace, merged: torch.Tensor, req: RankRequest) -> Facto
     if req.mode == "auto" and req.max_rank:
         cap = min(cap, req.max_rank)
     rank = choose_rank(s.square(), total, req, cap)
-    return split_factors(space.u_b @ u, s, vh @ space.v_a.T, rank, total)
+    keep = min(rank, s.numel())  # map back only the kept directions (the big GEMMs shrink K/R-fold)
+    return split_factors(space.u_b @ u[:, :keep], s[:keep], vh[:keep] @ space.v_a.T, rank, total)
