@@ -1,0 +1,118 @@
+"""A small, honest specialist trainer: PEFT RSLoRA on all seven projections, AdamW, warmup + cosine,
+loss on the answer tokens only, seeded. It exists to make real specialists for demos and for testing
+merges; users bring their own adapters (Unsloth, TRL, PEFT)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from tiesmerge.eval.questions import Question
+from tiesmerge.eval.scoring import build_prompt
+
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    steps: int = 60
+    rank: int = 16
+    alpha: float = 32.0
+    rslora: bool = True
+    lr: float = 2e-4
+    warmup_steps: int = 6
+    batch_size: int = 8
+    weight_decay: float = 0.0
+    seed: int = 0
+    target_modules: tuple[str, ...] = PROJECTIONS
+
+
+def encode_examples(tokenizer, questions: Sequence[Question]) -> list[tuple[list[int], int]]:
+    """(prompt token ids, answer token id): the same prompt the evaluator scores, then the gold letter."""
+    from tiesmerge.eval.scoring import letter_token_ids
+
+    letters = letter_token_ids(tokenizer)
+    out = []
+    for q in questions:
+        ids = tokenizer(build_prompt(tokenizer, q), add_special_tokens=False)["input_ids"]
+        out.append((ids, letters[q.answer_index]))
+    return out
+
+
+def _batch(examples, pad_id: int, device):
+    """Right-padded inputs (prompt + answer) with labels only on the answer token."""
+    width = max(len(p) + 1 for p, _ in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, (prompt, answer) in enumerate(examples):
+        n = len(prompt)
+        ids[i, :n] = torch.tensor(prompt)
+        ids[i, n] = answer
+        labels[i, n] = answer
+        mask[i, : n + 1] = 1
+    return ids.to(device), mask.to(device), labels.to(device)
+
+
+def train_adapter(model, tokenizer, questions: Sequence[Question], settings: TrainSettings, out_dir: Path,
+                  progress: Callable[[int, int, float], None] | None = None, card: dict | None = None) -> dict:
+    """Train one LoRA adapter on `questions` and save it (PEFT format) with a training card; returns the card."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import get_cosine_schedule_with_warmup
+
+    if not questions:
+        raise ValueError("no training questions")
+    torch.manual_seed(settings.seed)
+    rng = random.Random(settings.seed)
+    config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, use_rslora=settings.rslora,
+                        target_modules=list(settings.target_modules), lora_dropout=0.0, task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, config)
+    peft_model.train()
+    device = next(peft_model.parameters()).device
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    sched = get_cosine_schedule_with_warmup(optim, settings.warmup_steps, settings.steps)
+    examples = encode_examples(tokenizer, questions)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    order: list[int] = []
+    losses = []
+    start = time.perf_counter()
+    for step in range(settings.steps):
+        if len(order) < settings.batch_size:
+            fresh = list(range(len(examples)))
+            rng.shuffle(fresh)
+            order += fresh
+        picked, order = order[: settings.batch_size], order[settings.batch_size:]
+        ids, mask, labels = _batch([examples[i] for i in picked], pad, device)
+        loss = peft_model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optim.step()
+        sched.step()
+        optim.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+        if progress:
+            progress(step + 1, settings.steps, losses[-1])
+    peft_model.eval()
+    out_dir = Path(out_dir)
+    peft_model.save_pretrained(out_dir)
+    result = {
+        "settings": {**asdict(settings), "target_modules": list(settings.target_modules)},
+        "examples": len(examples),
+        "loss_first": losses[0],
+        "loss_last_10_mean": sum(losses[-10:]) / len(losses[-10:]),
+        "seconds": round(time.perf_counter() - start, 2),
+        "seconds_per_step": round((time.perf_counter() - start) / settings.steps, 3),
+        **(card or {}),
+    }
+    (out_dir / "training_card.json").write_text(json.dumps(result, indent=2) + "\n")
+    if not math.isfinite(result["loss_last_10_mean"]):
+        raise RuntimeError("training diverged (non-finite loss); lower --lr")
+    return result

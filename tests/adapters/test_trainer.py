@@ -1,0 +1,59 @@
+"""The specialist trainer: answer-only loss falls, the adapter is a normal PEFT adapter, runs are seeded."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from tests.cli.helpers import run_cli
+from tests.conftest import peft_deltas
+from tiesmerge.adapters.reader import AdapterReader
+from tiesmerge.adapters.trainer import TrainSettings, train_adapter
+from tiesmerge.eval.models import load_base
+from tiesmerge.eval.questions import make_question
+from tiesmerge.eval.scoring import score_letters
+
+QS = [make_question(f"Item {i}: which letter?", ["w", "x", "y", "z"], "C", "toy") for i in range(12)]
+
+
+def steerable_base(path):
+    """The tiny random base with a larger LM head: at init scale (std 0.02, RMS-normed hidden of width 32)
+    no hidden state can move a logit by more than ~0.6, so no adapter could make any token likely."""
+    model, tok = load_base(str(path), device="cpu")
+    with torch.no_grad():
+        model.lm_head.weight.mul_(40)
+    return model, tok
+
+
+def test_training_learns_the_answer_and_saves_a_peft_adapter(tiny_base, tmp_path):
+    model, tok = steerable_base(tiny_base)
+    before = sum(p.predicted == "C" for p in score_letters(model, tok, QS))
+    card = train_adapter(model, tok, QS, TrainSettings(steps=30, rank=4, alpha=8, lr=1e-2, batch_size=4,
+                                                       warmup_steps=2), tmp_path / "ad")
+    assert card["loss_last_10_mean"] < card["loss_first"] / 2
+    reader = AdapterReader(tmp_path / "ad", "ad")
+    assert len(reader.modules) == 14 and reader.settings.use_rslora and {m.rank for m in reader.modules.values()} == {4}
+    fresh, tok2 = steerable_base(tiny_base)
+    from tiesmerge.eval.models import attach_adapters
+
+    trained = attach_adapters(fresh, {"ad": tmp_path / "ad"})
+    after = sum(p.predicted == "C" for p in score_letters(trained, tok2, QS))
+    assert after == len(QS) and after > before
+    assert json.loads((tmp_path / "ad" / "training_card.json").read_text())["settings"]["rank"] == 4
+    assert len(peft_deltas(tiny_base, tmp_path / "ad")) == 14
+
+
+def test_cli_train_is_seeded(tiny_base, tmp_path):
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps(q.as_dict()) + "\n" for q in QS))
+    args = ["adapters", "train", "--base", tiny_base, "--domain", "toy", "--data", data, "--steps", "3",
+            "--rank", "2", "--device", "cpu"]
+    assert run_cli(*args, "-o", tmp_path / "a").exit_code == 0
+    assert run_cli(*args, "-o", tmp_path / "b").exit_code == 0
+    a = AdapterReader(tmp_path / "a", "a")
+    b = AdapterReader(tmp_path / "b", "b")
+    name = next(iter(a.modules))
+    assert torch.equal(a.delta(name), b.delta(name))
+    res = run_cli("adapters", "train", "--base", tiny_base, "--domain", "poetry", "-o", tmp_path / "c")
+    assert res.exit_code == 2 and "no built-in set" in res.stderr
