@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tiesmerge.adapters.safetensors_file import SafetensorsFile, SafetensorsFormatError
+from tiesmerge.adapters.safetensors_file import SafetensorsFile, SafetensorsFormatError, torch_dtype
 
 from tiesmerge.adapters.config import LoraSettings, read_lora_settings
 from tiesmerge.errors import BadInputError
@@ -21,12 +21,7 @@ _KEY = re.compile(r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B)\.weight$|^(?P<emodu
 _PEFT_PREFIX = "base_model.model."
 _BASE_LAYER = ".base_layer.weight"
 
-_DTYPES = {
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "F64": torch.float64,
-}
+_FLOATS = ("F32", "F16", "BF16", "F64")  # LoRA factors must be floating point
 
 _CONVERT_HINT = (
     "tiesmerge never unpickles files. Convert it once, in an environment you trust: "
@@ -132,7 +127,7 @@ class AdapterReader:
                 "fix r / rank_pattern in adapter_config.json"
             )
         dtype_name = self._file.dtype_name(a_key)
-        if dtype_name not in _DTYPES or self._file.dtype_name(b_key) not in _DTYPES:
+        if dtype_name not in _FLOATS or self._file.dtype_name(b_key) not in _FLOATS:
             raise BadInputError(f"{label}: module {name!r} has non-float factors ({dtype_name})")
         return ModuleEntry(
             name=name,
@@ -143,7 +138,7 @@ class AdapterReader:
             d_in=a_shape[1],
             embedding=embedding,
             scale=self.settings.scale_of(name),
-            dtype=_DTYPES[dtype_name],
+            dtype=torch_dtype(dtype_name),
         )
 
     # -- loading ---------------------------------------------------------------------------------

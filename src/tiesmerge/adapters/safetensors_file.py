@@ -23,6 +23,11 @@ _DTYPES = {
 _MAX_HEADER = 100 * 1024 * 1024
 
 
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a safetensors dtype name (F32, BF16, …)."""
+    return _DTYPES[name]
+
+
 class SafetensorsFormatError(ValueError):
     """The file is not a complete, well-formed safetensors file."""
 

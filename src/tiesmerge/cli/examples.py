@@ -12,11 +12,11 @@ from rich.console import Console
 from tiesmerge.adapters.synthetic import SHAPES, write_synthetic_adapter
 from tiesmerge.adapters.writer import atomic_output_dir
 from tiesmerge.cli.common import guarded
+from tiesmerge.dtypes import FLOAT_DTYPES
 from tiesmerge.errors import BadInputError
 
 app = typer.Typer(help="Synthetic example adapter sets (for trying tiesmerge and for benchmarks).", no_args_is_help=True)
 
-_DTYPES = {"float32", "bfloat16", "float16"}
 
 
 @app.command("create")
@@ -35,11 +35,9 @@ def create(
     force: bool = typer.Option(False, "--force", help="replace a non-empty directory"),
 ) -> None:
     """Write N synthetic PEFT adapters at a real model's shapes, and a TIES recipe for them."""
-    import torch
-
     if shape not in SHAPES:
         raise BadInputError(f"--shape {shape!r} is unknown; choose one of {', '.join(SHAPES)}")
-    if dtype not in _DTYPES:
+    if dtype not in FLOAT_DTYPES:
         raise BadInputError(f"--dtype {dtype!r} is unknown; choose float32, bfloat16 or float16")
     if len(set(names)) != len(names):
         raise BadInputError("--name values must be distinct")
@@ -48,7 +46,7 @@ def create(
         for i, name in enumerate(names):
             write_synthetic_adapter(
                 tmp / name, model, layers=layers, r=rank, alpha=alpha, rslora=rslora,
-                adapter_seed=seed * 1000 + i + 1, set_seed=seed, dtype=getattr(torch, dtype),
+                adapter_seed=seed * 1000 + i + 1, set_seed=seed, dtype=FLOAT_DTYPES[dtype],
             )
         recipe = {
             "method": "ties",

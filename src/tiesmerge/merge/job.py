@@ -9,13 +9,13 @@ import torch
 from tiesmerge.adapters.compat import ModulePlan, SetPlan, plan_set
 from tiesmerge.adapters.reader import AdapterReader
 from tiesmerge.configs.recipe import Recipe
+from tiesmerge.dtypes import FLOAT_DTYPES
 from tiesmerge.errors import BadInputError
 from tiesmerge.merge.methods.mergekit_family import module_seed
 from tiesmerge.merge.refactor import RankRequest
 from tiesmerge.merge.registry import MethodSpec, get
 from tiesmerge.merge.types import MethodParams
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def prepare(recipe: Recipe) -> MergeJob:
         rank = RankRequest(mode="auto", energy=out.energy, max_rank=out.max_rank or plan.max_input_rank, svd=out.svd)
     else:
         rank = RankRequest(mode="full", svd=out.svd)
-    out_dtype = plan.dtype if out.dtype == "auto" else _DTYPES[out.dtype]
+    out_dtype = plan.dtype if out.dtype == "auto" else FLOAT_DTYPES[out.dtype]
     return MergeJob(recipe, readers, plan, get(recipe.method), rank, out_dtype)
 
 
