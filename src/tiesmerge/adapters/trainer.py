@@ -46,19 +46,51 @@ def encode_examples(tokenizer, questions: Sequence[Question]) -> list[tuple[list
     return out
 
 
-def _batch(examples, pad_id: int, device):
-    """Right-padded inputs (prompt + answer) with labels only on the answer token."""
-    width = max(len(p) + 1 for p, _ in examples)
+def shared_prefix_length(examples) -> int:
+    """Tokens every prompt starts with (chat template, system prompt, instruction), less one so every
+    example keeps at least one prompt token of its own."""
+    if len(examples) < 2:
+        return 0
+    first = examples[0][0]
+    n = min(len(p) for p, _ in examples)
+    for prompt, _ in examples[1:]:
+        i = 0
+        while i < n and prompt[i] == first[i]:
+            i += 1
+        n = i
+    return max(0, n - 1)
+
+
+def _batch(examples, pad_id: int, device, skip: int = 0):
+    """Right-padded inputs (prompt[skip:] + answer) with labels only on the answer token."""
+    width = max(len(p) - skip + 1 for p, _ in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), -100, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
     for i, (prompt, answer) in enumerate(examples):
-        n = len(prompt)
-        ids[i, :n] = torch.tensor(prompt)
+        n = len(prompt) - skip
+        ids[i, :n] = torch.tensor(prompt[skip:])
         ids[i, n] = answer
         labels[i, n] = answer
         mask[i, : n + 1] = 1
     return ids.to(device), mask.to(device), labels.to(device)
+
+
+def batch_loss(model, examples, pad_id: int, prefix: list[int]) -> torch.Tensor:
+    """Mean answer-token cross-entropy of a batch. The shared prompt prefix runs once (batch 1, with
+    gradients) and its KV cache is repeated for the batch: the same loss as running every full prompt,
+    for about a third less compute on the built-in sets."""
+    device = next(model.parameters()).device
+    skip = len(prefix) if len(prefix) > 1 else 0
+    ids, mask, labels = _batch(examples, pad_id, device, skip)
+    if not skip:
+        return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    past = model(input_ids=torch.tensor([prefix], device=device), use_cache=True, logits_to_keep=1).past_key_values
+    past.batch_repeat_interleave(len(examples))
+    full_mask = torch.cat([torch.ones(len(examples), skip, dtype=mask.dtype, device=device), mask], 1)
+    positions = torch.arange(skip, skip + ids.shape[1], device=device).expand(len(examples), -1)
+    return model(input_ids=ids, attention_mask=full_mask, position_ids=positions, past_key_values=past,
+                 labels=labels).loss
 
 
 def train_adapter(model, tokenizer, questions: Sequence[Question], settings: TrainSettings, out_dir: Path,
@@ -81,6 +113,8 @@ def train_adapter(model, tokenizer, questions: Sequence[Question], settings: Tra
     sched = get_cosine_schedule_with_warmup(optim, settings.warmup_steps, settings.steps)
     examples = encode_examples(tokenizer, questions)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    plen = shared_prefix_length(examples)
+    prefix = examples[0][0][:plen]
     order: list[int] = []
     losses = []
     start = time.perf_counter()
@@ -90,8 +124,7 @@ def train_adapter(model, tokenizer, questions: Sequence[Question], settings: Tra
             rng.shuffle(fresh)
             order += fresh
         picked, order = order[: settings.batch_size], order[settings.batch_size:]
-        ids, mask, labels = _batch([examples[i] for i in picked], pad, device)
-        loss = peft_model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss = batch_loss(peft_model, [examples[i] for i in picked], pad, prefix)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optim.step()

@@ -1,0 +1,1 @@
+"""`tiesmerge demo`: real specialists on the embedded base, merged three ways and evaluated end to end."""

@@ -1,0 +1,90 @@
+"""The demo's settings: a frozen pydantic model (shipped as presets/demo.yaml), hashed into cache keys."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tiesmerge.eval.builtin.build import DOMAINS
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+class TrainSpec(BaseModel):
+    """One specialist's training settings (see `tiesmerge adapters train`)."""
+
+    model_config = _FROZEN
+
+    steps: int = Field(120, ge=1, description="optimizer steps")
+    rank: int = Field(16, ge=1, description="LoRA rank r")
+    alpha: float = Field(32.0, gt=0, description="lora_alpha (RSLoRA scale α/√r)")
+    lr: float = Field(5e-4, gt=0, lt=1, description="peak learning rate (10% warmup, cosine decay)")
+    batch_size: int = Field(8, ge=1, description="questions per step")
+    seed: int = Field(0, description="initialisation and data-order seed")
+
+
+class DemoConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, populate_by_name=True)
+
+    base: str = Field("smollm2", description="base model: `smollm2` (embedded), a local folder or a hub id")
+    domains: tuple[str, ...] = Field(DOMAINS, min_length=2, description="built-in domains, one specialist each")
+    n_per_domain: int = Field(1000, ge=20, description="built-in set size per domain (70/10/20 train/val/test)")
+    data_seed: int = Field(0, description="seed of the built-in question sets")
+    train: TrainSpec = Field(default_factory=TrainSpec, description="default training settings")
+    train_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict,
+                                                       description="per-domain changes to `train`")
+    density: float = Field(0.2, gt=0, le=1, description="TIES / PEFT ties_svd density (share of ΔW kept)")
+    lam: float = Field(1.0, alias="lambda", description="TIES λ")
+    rank: int = Field(16, ge=1, description="output rank of every merge")
+    eval_split: str = Field("test", description="split the table is computed on")
+    limit: int | None = Field(None, ge=1, description="at most N evaluation questions per domain (default: all)")
+    batch_size: int = Field(16, ge=1, description="evaluation batch size")
+
+    @model_validator(mode="after")
+    def _check(self) -> "DemoConfig":
+        unknown = [d for d in self.domains if d not in DOMAINS]
+        if unknown:
+            raise ValueError(f"unknown domain(s) {', '.join(unknown)}; built-in: {', '.join(DOMAINS)}")
+        if len(set(self.domains)) != len(self.domains):
+            raise ValueError("domains must be distinct")
+        stray = sorted(set(self.train_overrides) - set(self.domains))
+        if stray:
+            raise ValueError(f"train_overrides for domains not in the demo: {', '.join(stray)}")
+        for domain in self.train_overrides:
+            self.train_for(domain)  # validates the override's keys and values
+        if self.eval_split not in ("train", "validation", "test"):
+            raise ValueError("eval_split must be train, validation or test")
+        return self
+
+    def train_for(self, domain: str) -> TrainSpec:
+        return TrainSpec(**{**self.train.model_dump(), **self.train_overrides.get(domain, {})})
+
+
+def cache_key(*parts: Any) -> str:
+    """A short stable hash of JSON-serialisable parts (pydantic models by their dump)."""
+    def plain(p: Any) -> Any:
+        return p.model_dump(mode="json", by_alias=True) if isinstance(p, BaseModel) else p
+
+    blob = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_demo_config(path: "Path | None") -> DemoConfig:
+    """The shipped preset (presets/demo.yaml) or a user's copy, validated with one-line errors."""
+    from pydantic import ValidationError
+
+    from tiesmerge.configs.loader import format_validation_error, preset_path, read_yaml
+    from tiesmerge.errors import BadInputError
+
+    source = Path(path) if path is not None else preset_path("demo")
+    data = read_yaml(source)
+    if not isinstance(data, dict):
+        raise BadInputError(f"{source}: a demo config must be a YAML mapping (see the shipped presets/demo.yaml)")
+    try:
+        return DemoConfig.model_validate(data)
+    except ValidationError as exc:
+        raise BadInputError(format_validation_error(exc, str(source))) from None

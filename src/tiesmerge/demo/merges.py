@@ -1,0 +1,95 @@
+"""The three merges of the demo: tiesmerge TIES, tiesmerge task arithmetic, and PEFT's
+`add_weighted_adapter(..., combination_type="ties_svd")` on the very same adapters (the peer baseline)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, ContextManager, Mapping
+
+from tiesmerge.configs.recipe import Recipe
+from tiesmerge.demo.cache import adapter_digest, cached_dir
+from tiesmerge.demo.config import DemoConfig, cache_key
+
+MERGE_VERSION = 1
+ProgressFactory = Callable[[int, str], ContextManager[Callable[[int, int, str], None]]]
+
+
+def _recipe(config: DemoConfig, adapters: Mapping[str, Path], method: str) -> Recipe:
+    weight = 1.0 / len(adapters)
+    params = {"density": config.density, "lambda": config.lam, "sign": "sum"} if method == "ties" else {"lambda": 1.0}
+    return Recipe.model_validate({
+        "method": method,
+        "parameters": params,
+        "adapters": [{"name": n, "path": str(p), "weight": weight} for n, p in adapters.items()],
+        "output": {"rank": config.rank},
+    })
+
+
+def tiesmerge_merge(config: DemoConfig, adapters: Mapping[str, Path], method: str, progress: ProgressFactory,
+                    root: Path | None = None) -> tuple[Path, bool]:
+    """TIES at the preset's density and λ (weights 1/n, normalized), or task arithmetic (the mean), at `rank`."""
+    from tiesmerge.merge import driver
+    from tiesmerge.merge.job import prepare
+
+    recipe = _recipe(config, adapters, method)
+    # keyed by what the merge reads (a task-arithmetic merge does not depend on the density)
+    key = cache_key("merge", MERGE_VERSION, method, recipe.parameters, recipe.output,
+                    [(a.weight, adapter_digest(a.path)) for a in recipe.adapters])
+
+    def build(tmp: Path) -> None:
+        job = prepare(recipe)
+        with progress(len(job.plan.modules), f"merging {method}") as hook:
+            driver.run(job, tmp / "adapter", force=True, progress=hook, command="tiesmerge demo")
+        for f in (tmp / "adapter").iterdir():
+            f.rename(tmp / f.name)
+        (tmp / "adapter").rmdir()
+
+    return cached_dir("merges", method, key, build, root)
+
+
+def peft_ties_svd(config: DemoConfig, adapters: Mapping[str, Path], log: Callable[[str], None],
+                  root: Path | None = None) -> tuple[Path, bool]:
+    """PEFT's own TIES + SVD merge, saved exactly as PEFT saves it (its config is not corrected).
+
+    Weights are 1.0 each: PEFT weights each ΔW before its disjoint mean, so 1.0 gives the TIES mean that
+    tiesmerge's normalized 1/n weights give. PEFT 0.21 copies `use_rslora: true` from RSLoRA inputs into
+    a config with lora_alpha = r, so the saved adapter is scaled by √r; the card records it."""
+    import peft
+    import torch
+    from peft import PeftModel
+
+    from tiesmerge.eval.models import load_base
+
+    key = cache_key("merge", MERGE_VERSION, "peft_ties_svd", peft.__version__, config.density, config.rank,
+                    [adapter_digest(p) for p in adapters.values()])
+
+    def build(tmp: Path) -> None:
+        start = time.perf_counter()
+        model, _ = load_base(config.base, dtype="float32", device="cpu")
+        names = list(adapters)
+        pm = PeftModel.from_pretrained(model, str(adapters[names[0]]), adapter_name=names[0])
+        for n in names[1:]:
+            pm.load_adapter(str(adapters[n]), adapter_name=n)
+        with torch.no_grad():
+            pm.add_weighted_adapter(names, [1.0] * len(names), "peft_ties_svd", combination_type="ties_svd",
+                                    svd_rank=config.rank, density=config.density, majority_sign_method="total")
+        staging = tmp / "staging"
+        pm.save_pretrained(str(staging), selected_adapters=["peft_ties_svd"])
+        saved = staging / "peft_ties_svd" if (staging / "peft_ties_svd").is_dir() else staging
+        for f in saved.iterdir():
+            shutil.move(str(f), tmp / f.name)
+        shutil.rmtree(staging)
+        cfg = json.loads((tmp / "adapter_config.json").read_text())
+        seconds = time.perf_counter() - start
+        (tmp / "merge_card.json").write_text(json.dumps({
+            "tool": f"peft {peft.__version__} add_weighted_adapter(combination_type='ties_svd')",
+            "density": config.density, "svd_rank": config.rank, "weights": [1.0] * len(names),
+            "majority_sign_method": "total", "saved_r": cfg.get("r"), "saved_lora_alpha": cfg.get("lora_alpha"),
+            "saved_use_rslora": cfg.get("use_rslora"), "seconds": round(seconds, 1)}, indent=2) + "\n")
+        log(f"PEFT ties_svd merge: {seconds:.0f} s (saved r={cfg.get('r')}, lora_alpha={cfg.get('lora_alpha')}, "
+            f"use_rslora={cfg.get('use_rslora')})")
+
+    return cached_dir("merges", "peft_ties_svd", key, build, root)

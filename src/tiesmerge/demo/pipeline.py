@@ -1,0 +1,90 @@
+"""The demo, end to end: base → four specialists → three merges → one evaluation → tables and files.
+
+Every stage is cached by key (see cache.py), so a second run with the same config reads everything back."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from tiesmerge.adapters.writer import atomic_output_dir
+from tiesmerge.demo import table
+from tiesmerge.demo.config import DemoConfig
+from tiesmerge.demo.evaluation import evaluate_targets
+from tiesmerge.demo.merges import peft_ties_svd, tiesmerge_merge
+from tiesmerge.demo.specialists import ProgressFactory, train_specialists
+from tiesmerge.eval.report import EvalResult, Target, write_outputs
+
+MERGES = ("ties", "task_arithmetic", "peft_ties_svd")
+
+
+@dataclass
+class DemoRun:
+    result: EvalResult
+    checks: list[table.SpecialistCheck]
+    paths: dict[str, str]
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    cached: dict[str, bool] = field(default_factory=dict)
+
+
+def run_demo(config: DemoConfig, out: Path, *, force: bool, progress: ProgressFactory, log: Callable[[str], None],
+             cache_root: Path | None = None) -> DemoRun:
+    from tiesmerge.eval.builtin.build import build
+    from tiesmerge.eval.models import embedded_base, EMBEDDED
+
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    base_path = str(embedded_base(config.base, log)) if config.base in EMBEDDED else config.base
+    sets = build(config.n_per_domain, config.data_seed, domains=config.domains)
+    seconds["base and data"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    specs = train_specialists(config, {d: sets["train"][d] for d in config.domains}, progress, log, cache_root)
+    seconds["specialists"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    merged: dict[str, Path] = {}
+    for method in ("ties", "task_arithmetic"):
+        merged[method], hit = tiesmerge_merge(config, specs, method, progress, cache_root)
+        if hit:
+            log(f"reused {method} merge: {merged[method]}")
+    merged["peft_ties_svd"], hit = peft_ties_svd(config, specs, log, cache_root)
+    if hit:
+        log(f"reused peft_ties_svd merge: {merged['peft_ties_svd']}")
+    seconds["merges"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    questions = [q for d in config.domains for q in sets[config.eval_split][d][: config.limit]]
+    targets = [Target("base", "base")] + [Target(d, "adapter", str(p)) for d, p in specs.items()] + \
+        [Target(m, "merged", str(p)) for m, p in merged.items()]
+    result, hits = evaluate_targets(config.base, targets, questions, {d: d for d in config.domains},
+                                    batch_size=config.batch_size, progress=progress, log=log, root=cache_root)
+    seconds["evaluation"] = time.perf_counter() - t0
+    result.meta.update({"split": config.eval_split, "config": config.model_dump(mode="json", by_alias=True)})
+
+    checks = table.specialist_checks(result)
+    paths = {"base": base_path, **{f"specialist {d}": str(p) for d, p in specs.items()},
+             **{f"merge {m}": str(p) for m, p in merged.items()}}
+    with atomic_output_dir(out, force) as tmp:
+        write_outputs(result, tmp)
+        (tmp / "results.md").write_text(render_markdown(result, checks) + "\n")
+        (tmp / "paths.json").write_text(json.dumps({**paths, "stage_seconds": seconds}, indent=2) + "\n")
+    paths["results"] = str(out)
+    return DemoRun(result, checks, paths, seconds, hits)
+
+
+def render_markdown(result: EvalResult, checks) -> str:
+    h1, r1 = table.matrix_rows(result)
+    h2, r2 = table.merge_rows(result)
+    return "\n\n".join([
+        f"Specialist × domain accuracy, % (95% Wilson interval), {result.meta.get('split', 'test')} split, "
+        f"n = {result.cell('base', result.domains[0])['n']} per domain (* = the domain's specialist):",
+        table.markdown(h1, r1),
+        "\n".join(f"- {line}" for line in table.check_lines(checks)),
+        "Merges (accuracy %, normalized accuracy = merged ÷ specialist, gain kept = (merged − base) ÷ "
+        "(specialist − base), means over domains):",
+        table.markdown(h2, r2),
+    ])

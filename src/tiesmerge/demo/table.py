@@ -1,0 +1,100 @@
+"""The demo's tables: the specialist × domain matrix with the specialisation checks, and the merge table
+(accuracy per domain, mean, normalized accuracy mean and worst domain, gain retention), as rich tables
+for the terminal and as Markdown for the README."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from tiesmerge.eval.report import EvalResult
+
+
+def pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.1f}"
+
+
+@dataclass(frozen=True)
+class SpecialistCheck:
+    domain: str
+    name: str
+    own_gain: float  # specialist − base on its own domain
+    best_other_gain: float  # its largest gain on another domain
+    beats_base: bool  # the 95% intervals do not overlap
+    specialised: bool  # own gain > every other gain
+
+    @property
+    def ok(self) -> bool:
+        return self.beats_base and self.specialised
+
+
+def specialist_checks(result: EvalResult) -> list[SpecialistCheck]:
+    out = []
+    for domain, name in result.specialist_of.items():
+        base = result.cell("base", domain)
+        own = result.cell(name, domain)
+        gains = {d: result.accuracy(name, d) - result.accuracy("base", d) for d in result.domains}
+        others = [g for d, g in gains.items() if d != domain]
+        out.append(SpecialistCheck(domain, name, gains[domain], max(others) if others else 0.0,
+                                   own["ci95"][0] > base["ci95"][1], all(gains[domain] > g for g in others)))
+    return out
+
+
+def matrix_rows(result: EvalResult) -> tuple[list[str], list[list[str]]]:
+    """Base and specialists × domains: accuracy % and its 95% interval."""
+    header = ["model"] + result.domains + ["mean"]
+    rows = []
+    for t in result.targets:
+        if t.kind == "merged":
+            continue
+        cells = []
+        for d in result.domains:
+            c = result.cell(t.name, d)
+            star = "*" if result.specialist_of.get(d) == t.name else ""
+            cells.append(f"{pct(c['accuracy'])}{star} ({pct(c['ci95'][0])}–{pct(c['ci95'][1])})")
+        rows.append([t.name] + cells + [pct(result.mean(t.name))])
+    return header, rows
+
+
+def merge_rows(result: EvalResult) -> tuple[list[str], list[list[str]]]:
+    """Every target: accuracy per domain and mean; merges also normalized accuracy and gain retention."""
+    header = ["model"] + result.domains + ["mean", "norm. mean", "norm. worst", "gain kept"]
+    rows = []
+    for t in result.targets:
+        row = [t.name] + [pct(result.accuracy(t.name, d)) for d in result.domains] + [pct(result.mean(t.name))]
+        if t.kind == "merged":
+            s = result.merged_summary(t.name)
+            worst = s["normalized_worst"]
+            row += [pct(s["normalized_mean"]), f"{pct(worst['value'])} ({worst['domain']})" if worst else "—",
+                    pct(s["gain_retention_mean"])]
+        else:
+            row += ["", "", ""]
+        rows.append(row)
+    return header, rows
+
+
+def markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def rich_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]):
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for i, col in enumerate(header):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    for r in rows:
+        table.add_row(*r)
+    return table
+
+
+def check_lines(checks: Sequence[SpecialistCheck]) -> list[str]:
+    lines = []
+    for c in checks:
+        verdict = "ok" if c.ok else "NOT SPECIALISED"
+        lines.append(f"{c.name}: own-domain gain {100 * c.own_gain:+.1f} pts, best other {100 * c.best_other_gain:+.1f} pts; "
+                     f"beats base beyond 95% CI: {'yes' if c.beats_base else 'no'}; "
+                     f"own gain largest: {'yes' if c.specialised else 'no'} → {verdict}")
+    return lines

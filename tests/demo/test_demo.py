@@ -1,0 +1,107 @@
+"""`tiesmerge demo` on the tiny base: tables from real evaluations, keyed caching, and the specialisation checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.cli.helpers import run_cli
+from tiesmerge.demo import table
+from tiesmerge.demo.config import DemoConfig
+from tiesmerge.demo.pipeline import run_demo
+from tiesmerge.eval.builtin.build import build
+from tiesmerge.eval.models import attach_adapters, load_base
+from tiesmerge.eval.questions import make_question
+from tiesmerge.eval.report import EvalResult, Target
+from tiesmerge.eval.scoring import Prediction, score_letters
+
+import contextlib
+
+
+@contextlib.contextmanager
+def _silent(total, label):
+    yield lambda done, t, name: None
+
+
+def _config(base, **kw):
+    data = {"base": str(base), "domains": ["math", "humanities"], "n_per_domain": 20, "limit": 4, "batch_size": 3,
+            "rank": 2, "density": 0.5, "train": {"steps": 2, "rank": 2, "alpha": 4, "batch_size": 2, "lr": 1e-2}}
+    data.update(kw)
+    return DemoConfig.model_validate(data)
+
+
+def test_demo_runs_caches_and_rebuilds_only_what_changed(tiny_base, tmp_path):
+    logs: list[str] = []
+    cfg = _config(tiny_base)
+    first = run_demo(cfg, tmp_path / "out1", force=False, progress=_silent, log=logs.append, cache_root=tmp_path / "c")
+    names = [t.name for t in first.result.targets]
+    assert names == ["base", "math", "humanities", "ties", "task_arithmetic", "peft_ties_svd"]
+    assert not any(first.cached.values()) and sum("trained" in m for m in logs) == 2
+
+    # the cached, fused-weight evaluation of a merge equals scoring the saved adapter through PEFT's loader
+    questions = [q for d in cfg.domains for q in build(20, 0, domains=cfg.domains)["test"][d][:4]]
+    model, tok = load_base(str(tiny_base), device="cpu")
+    peft = attach_adapters(model, {"ties": first.paths["merge ties"]})
+    direct = score_letters(peft, tok, questions, batch_size=1)
+    assert [p.predicted for p in direct] == [p.predicted for p in first.result.predictions["ties"]]
+    saved = json.loads((tmp_path / "out1" / "results.json").read_text())
+    ties_cells = {c["domain"]: c["correct"] for c in saved["cells"] if c["target"] == "ties"}
+    assert ties_cells == {d: sum(p.correct for p in direct if p.domain == d) for d in cfg.domains}
+    assert "| model |" in (tmp_path / "out1" / "results.md").read_text()
+
+    # same config: everything is read back, nothing trained or scored
+    logs.clear()
+    second = run_demo(cfg, tmp_path / "out2", force=False, progress=_silent, log=logs.append, cache_root=tmp_path / "c")
+    assert all(second.cached.values()) and not any("trained" in m for m in logs)
+    assert second.paths == {**first.paths, "results": str(tmp_path / "out2")}
+    for t in names:
+        assert [p.predicted for p in second.result.predictions[t]] == [p.predicted for p in first.result.predictions[t]]
+
+    # a new density rebuilds the two density-dependent merges only
+    logs.clear()
+    third = run_demo(_config(tiny_base, density=0.3), tmp_path / "out3", force=False, progress=_silent,
+                     log=logs.append, cache_root=tmp_path / "c")
+    assert not any("trained" in m for m in logs)
+    assert third.paths["merge task_arithmetic"] == first.paths["merge task_arithmetic"]
+    assert third.paths["merge ties"] != first.paths["merge ties"]
+    assert third.paths["merge peft_ties_svd"] != first.paths["merge peft_ties_svd"]
+    assert {t for t, hit in third.cached.items() if not hit} <= {"ties", "peft_ties_svd"}
+    card = json.loads(open(first.paths["merge peft_ties_svd"] + "/merge_card.json").read())
+    assert card["saved_r"] == 2 and card["density"] == 0.5
+
+
+def _result(acc: dict[str, dict[str, int]], n: int = 100) -> EvalResult:
+    """An EvalResult whose (target, domain) cells have the given numbers correct out of n."""
+    preds = {}
+    for target, cells in acc.items():
+        preds[target] = [Prediction(f"{d}{i}", d, "A" if i < k else "B", "A", None, 0.0)
+                         for d, k in cells.items() for i in range(n)]
+    targets = [Target("base", "base")] + [Target(t, "adapter") for t in acc if t != "base"]
+    return EvalResult(targets, ["code", "math"], preds, {"math": "math", "code": "code"})
+
+
+def test_specialist_checks_need_ci_separation_and_the_largest_own_gain():
+    res = _result({"base": {"math": 25, "code": 25},
+                   "math": {"math": 45, "code": 30},   # +20 own, +5 other, CIs apart → ok
+                   "code": {"math": 40, "code": 35}})  # +10 own but +15 on math → not specialised
+    checks = {c.domain: c for c in table.specialist_checks(res)}
+    assert checks["math"].ok and checks["math"].own_gain == pytest.approx(0.20)
+    assert checks["math"].best_other_gain == pytest.approx(0.05)
+    assert not checks["code"].specialised and not checks["code"].beats_base  # 35/100 vs 25/100 overlap
+    assert not checks["code"].ok
+    header, rows = table.matrix_rows(res)
+    assert header == ["model", "code", "math", "mean"] and rows[1][2].startswith("45.0*")
+
+
+def test_demo_config_errors_are_one_line(tmp_path):
+    bad = tmp_path / "demo.yaml"
+    bad.write_text("domains: [math, poetry]\n")
+    res = run_cli("demo", "--config", bad, "-o", tmp_path / "o")
+    assert res.exit_code == 2 and "poetry" in res.stderr and "\n" not in res.stderr.strip()
+    bad.write_text("train: {steps: 0}\n")
+    res = run_cli("demo", "--config", bad, "-o", tmp_path / "o")
+    assert res.exit_code == 2 and "train.steps" in res.stderr
+    bad.write_text("train_overrides: {math: {stepz: 3}}\n")
+    res = run_cli("demo", "--config", bad, "-o", tmp_path / "o")
+    assert res.exit_code == 2 and "stepz" in res.stderr
