@@ -57,3 +57,44 @@ def test_cli_train_is_seeded(tiny_base, tmp_path):
     assert torch.equal(a.delta(name), b.delta(name))
     res = run_cli("adapters", "train", "--base", tiny_base, "--domain", "poetry", "-o", tmp_path / "c")
     assert res.exit_code == 2 and "no built-in set" in res.stderr
+
+
+def test_shared_prefix_loss_and_gradients_equal_full_prompts(tiny_base):
+    from peft import LoraConfig, get_peft_model
+
+    from tiesmerge.adapters.trainer import batch_loss, encode_examples, shared_prefix_length
+
+    model, tok = load_base(str(tiny_base), device="cpu")
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, use_rslora=True, init_lora_weights=False,
+                                                  target_modules=["q_proj", "v_proj", "down_proj"]))
+    qs = [make_question(f"Item {i}{'x' * (i % 4)}: which letter?", ["w", "x", "y", "z"], "ABCD"[i % 4], "toy")
+          for i in range(6)]
+    examples = encode_examples(tok, qs)
+    plen = shared_prefix_length(examples)
+    assert plen > 10 and all(p[:plen] == examples[0][0][:plen] for p, _ in examples)
+    results = []
+    for prefix in ([], examples[0][0][:plen]):
+        peft_model.zero_grad()
+        loss = batch_loss(peft_model, examples, tok.pad_token_id, prefix)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in peft_model.parameters() if p.requires_grad]))
+    (full, g_full), (shared, g_shared) = results
+    torch.testing.assert_close(shared, full, atol=1e-5, rtol=1e-5)
+    for a, b in zip(g_shared, g_full):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_text_target_learns_the_answer_text_for_cloze_scoring(tiny_base, tmp_path):
+    from tiesmerge.eval.cloze import score_cloze
+
+    qs = [make_question(f"Item {i}: name the last one", ["w", "x", "y", "z"], "D", "toy") for i in range(8)]
+    model, tok = steerable_base(tiny_base)
+    before = sum(p.correct for p in score_cloze(model, tok, qs))
+    card = train_adapter(model, tok, qs, TrainSettings(steps=30, rank=4, alpha=8, lr=1e-2, batch_size=4,
+                                                       warmup_steps=2, target="text"), tmp_path / "ad")
+    assert card["loss_last_10_mean"] < card["loss_first"] / 2 and card["settings"]["target"] == "text"
+    fresh, tok2 = steerable_base(tiny_base)
+    from tiesmerge.eval.models import attach_adapters
+
+    after = sum(p.correct for p in score_cloze(attach_adapters(fresh, {"ad": tmp_path / "ad"}), tok2, qs))
+    assert after == len(qs) > before

@@ -14,7 +14,8 @@ from tiesmerge.eval.builtin.build import build
 from tiesmerge.eval.models import attach_adapters, load_base
 from tiesmerge.eval.questions import make_question
 from tiesmerge.eval.report import EvalResult, Target
-from tiesmerge.eval.scoring import Prediction, score_letters
+from tiesmerge.eval.run import SCORERS
+from tiesmerge.eval.scoring import Prediction
 
 import contextlib
 
@@ -34,6 +35,7 @@ def _config(base, **kw):
 def test_demo_runs_caches_and_rebuilds_only_what_changed(tiny_base, tmp_path):
     logs: list[str] = []
     cfg = _config(tiny_base)
+    assert cfg.mode == "cloze"
     first = run_demo(cfg, tmp_path / "out1", force=False, progress=_silent, log=logs.append, cache_root=tmp_path / "c")
     names = [t.name for t in first.result.targets]
     assert names == ["base", "math", "humanities", "ties", "task_arithmetic", "peft_ties_svd"]
@@ -43,7 +45,7 @@ def test_demo_runs_caches_and_rebuilds_only_what_changed(tiny_base, tmp_path):
     questions = [q for d in cfg.domains for q in build(20, 0, domains=cfg.domains)["test"][d][:4]]
     model, tok = load_base(str(tiny_base), device="cpu")
     peft = attach_adapters(model, {"ties": first.paths["merge ties"]})
-    direct = score_letters(peft, tok, questions, batch_size=1)
+    direct = SCORERS[cfg.mode](peft, tok, questions, batch_size=1)
     assert [p.predicted for p in direct] == [p.predicted for p in first.result.predictions["ties"]]
     saved = json.loads((tmp_path / "out1" / "results.json").read_text())
     ties_cells = {c["domain"]: c["correct"] for c in saved["cells"] if c["target"] == "ties"}

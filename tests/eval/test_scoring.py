@@ -105,3 +105,27 @@ def test_prefix_cache_equals_full_prompts(tiny, tiny_base, adapter_set):
         a = score_letters(m, tok, QUESTIONS, batch_size=3, reuse_prefix=True)
         b = score_letters(m, tok, QUESTIONS, batch_size=3, reuse_prefix=False)
     assert_close(torch.tensor([p.logprobs for p in a]), torch.tensor([p.logprobs for p in b]), atol=1e-4, rtol=1e-4)
+
+
+def test_fused_adapter_scores_as_the_unfused_one_and_restores_the_base(tiny_base, adapter_set):
+    from tiesmerge.eval.models import fused
+
+    model, tok = load_base(str(tiny_base), device="cpu")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    peft = attach_adapters(model, {n: adapter_set[n] for n in ("rs8", "pattern")})
+    for name in ("rs8", "pattern"):
+        with using(peft, model, name) as m:
+            plain = score_letters(m, tok, QUESTIONS, batch_size=2)
+        with fused(peft, name) as m:
+            merged = score_letters(m, tok, QUESTIONS, batch_size=2)
+        assert [p.predicted for p in merged] == [p.predicted for p in plain]
+        assert_close(torch.tensor([p.logprobs for p in merged]), torch.tensor([p.logprobs for p in plain]),
+                     atol=1e-4, rtol=0)
+    with using(peft, model, None) as m:
+        bare = score_letters(m, tok, QUESTIONS, batch_size=2)
+    fresh, _ = load_base(str(tiny_base), device="cpu")
+    assert_close(torch.tensor([p.logprobs for p in bare]),
+                 torch.tensor([p.logprobs for p in score_letters(fresh, tok, QUESTIONS, batch_size=2)]), atol=1e-5, rtol=0)
+    after = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
+             for k, v in peft.state_dict().items() if "lora_" not in k}
+    assert all(torch.equal(after[k], v) for k, v in before.items())  # bit for bit

@@ -32,17 +32,30 @@ class TrainSettings:
     weight_decay: float = 0.0
     seed: int = 0
     target_modules: tuple[str, ...] = PROJECTIONS
+    target: str = "letter"  # letter (options shown, loss on the letter) or text (no options, loss on the answer text)
 
 
-def encode_examples(tokenizer, questions: Sequence[Question]) -> list[tuple[list[int], int]]:
-    """(prompt token ids, answer token id): the same prompt the evaluator scores, then the gold letter."""
+TARGETS = ("letter", "text")
+
+
+def encode_examples(tokenizer, questions: Sequence[Question], target: str = "letter") -> list[tuple[list[int], list[int]]]:
+    """(prompt token ids, answer token ids), with the very prompts the evaluator scores: `letter` — the
+    options shown, the answer is the gold letter (letter scoring); `text` — no options, the answer is
+    the gold choice's text and the end-of-turn token (cloze scoring)."""
+    from tiesmerge.eval.cloze import answer_ids, cloze_prompt
     from tiesmerge.eval.scoring import letter_token_ids
 
+    if target not in TARGETS:
+        raise ValueError(f"unknown training target {target!r}; use letter or text")
     letters = letter_token_ids(tokenizer)
     out = []
     for q in questions:
-        ids = tokenizer(build_prompt(tokenizer, q), add_special_tokens=False)["input_ids"]
-        out.append((ids, letters[q.answer_index]))
+        if target == "letter":
+            ids = tokenizer(build_prompt(tokenizer, q), add_special_tokens=False)["input_ids"]
+            out.append((ids, [letters[q.answer_index]]))
+        else:
+            ids = tokenizer(cloze_prompt(tokenizer, q), add_special_tokens=False)["input_ids"]
+            out.append((ids, answer_ids(tokenizer, q.choices[q.answer_index])))
     return out
 
 
@@ -62,17 +75,16 @@ def shared_prefix_length(examples) -> int:
 
 
 def _batch(examples, pad_id: int, device, skip: int = 0):
-    """Right-padded inputs (prompt[skip:] + answer) with labels only on the answer token."""
-    width = max(len(p) - skip + 1 for p, _ in examples)
+    """Right-padded inputs (prompt[skip:] + answer) with labels only on the answer tokens."""
+    width = max(len(p) - skip + len(a) for p, a in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), -100, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
     for i, (prompt, answer) in enumerate(examples):
-        n = len(prompt) - skip
-        ids[i, :n] = torch.tensor(prompt[skip:])
-        ids[i, n] = answer
-        labels[i, n] = answer
-        mask[i, : n + 1] = 1
+        n, k = len(prompt) - skip, len(answer)
+        ids[i, : n + k] = torch.tensor(prompt[skip:] + answer)
+        labels[i, n: n + k] = torch.tensor(answer)
+        mask[i, : n + k] = 1
     return ids.to(device), mask.to(device), labels.to(device)
 
 
@@ -111,7 +123,7 @@ def train_adapter(model, tokenizer, questions: Sequence[Question], settings: Tra
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     sched = get_cosine_schedule_with_warmup(optim, settings.warmup_steps, settings.steps)
-    examples = encode_examples(tokenizer, questions)
+    examples = encode_examples(tokenizer, questions, settings.target)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     plen = shared_prefix_length(examples)
     prefix = examples[0][0][:plen]

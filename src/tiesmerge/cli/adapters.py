@@ -32,6 +32,9 @@ def train(
     lr: float = typer.Option(2e-4, "--lr", help="peak learning rate (warmup, then cosine decay)"),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="questions per step"),
     seed: int = typer.Option(0, "--seed", help="seed for initialisation and data order"),
+    target: str = typer.Option("letter", "--target", help="letter: options shown, loss on the answer letter "
+                               "(for `eval --mode letters`); text: no options, loss on the answer's text "
+                               "(for `eval --mode cloze`; what small bases learn fast)"),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto"),
     force: bool = typer.Option(False, "--force", help="replace a non-empty output directory"),
 ) -> None:
@@ -53,8 +56,12 @@ def train(
         source = "builtin:train"
     if out.is_dir() and any(out.iterdir()) and not force:
         raise BadInputError(f"output {out} exists and is not empty; pass --force to replace it")
+    from tiesmerge.adapters.trainer import TARGETS
+
+    if target not in TARGETS:
+        raise BadInputError(f"--target {target!r} is unknown; use letter or text")
     settings = TrainSettings(steps=steps, rank=rank, alpha=alpha, lr=lr, batch_size=batch_size, seed=seed,
-                             warmup_steps=max(1, steps // 10))
+                             warmup_steps=max(1, steps // 10), target=target)
     model, tokenizer = load_base(base, device=device, dtype="float32")
     with atomic_output_dir(out, force) as tmp, module_progress(steps, f"training {domain}", unit="steps") as hook:
         card = train_adapter(model, tokenizer, questions, settings, tmp,

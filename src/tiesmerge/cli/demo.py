@@ -19,7 +19,7 @@ def demo(
     out: Path = typer.Option(Path("tiesmerge-demo"), "-o", "--out", help="where results.{json,csv,md}, "
                              "predictions.jsonl and paths.json go"),
     config: Optional[Path] = typer.Option(None, "--config", help="demo settings YAML (default: the shipped "
-                                          "presets/demo.yaml; copy it to change steps, rank, density …)"),
+                                          "tiesmerge/demo/demo.yaml; copy it to change steps, rank, density …)"),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="evaluate at most N test questions per domain "
                                         "(a quick look; the published table uses all 200)"),
     force: bool = typer.Option(False, "--force", help="replace a non-empty --out directory"),

@@ -85,7 +85,8 @@ def eval_cmd(
     n_per_domain: int = typer.Option(1000, "--n-per-domain", help="built-in set size per domain (all splits)"),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="at most N questions per domain"),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="questions per forward pass"),
-    mode: str = typer.Option("letters", "--mode", help="letters (log-likelihood of A-D) or generate (parse a letter)"),
+    mode: str = typer.Option("letters", "--mode", help="letters (log-likelihood of A-D after the options), cloze (likelihood of each "
+                                "choice's text as the answer; options not shown) or generate (parse a letter)"),
     specialist: List[str] = typer.Option([], "--specialist", help="NAME=DOMAIN: adapter NAME is DOMAIN's specialist"),
     no_base: bool = typer.Option(False, "--no-base", help="do not evaluate the bare base"),
     dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16"),
@@ -104,7 +105,7 @@ def eval_cmd(
     from tiesmerge.eval.report import write_outputs
 
     if mode not in SCORERS:
-        raise BadInputError(f"--mode {mode!r} is unknown; use letters or generate")
+        raise BadInputError(f"--mode {mode!r} is unknown; use letters, cloze or generate")
     adapters = {k: Path(v) for k, v in _pairs(adapter, "--adapter").items()}
     merged_map = {k: Path(v) for k, v in _pairs(merged, "--merged").items()}
     explicit = _pairs(specialist, "--specialist")

@@ -1,11 +1,11 @@
-"""The demo's settings: a frozen pydantic model (shipped as presets/demo.yaml), hashed into cache keys."""
+"""The demo's settings: a frozen pydantic model (shipped as tiesmerge/demo/demo.yaml), hashed into cache keys."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -19,7 +19,7 @@ class TrainSpec(BaseModel):
 
     model_config = _FROZEN
 
-    steps: int = Field(120, ge=1, description="optimizer steps")
+    steps: int = Field(60, ge=1, description="optimizer steps")
     rank: int = Field(16, ge=1, description="LoRA rank r")
     alpha: float = Field(32.0, gt=0, description="lora_alpha (RSLoRA scale α/√r)")
     lr: float = Field(5e-4, gt=0, lt=1, description="peak learning rate (10% warmup, cosine decay)")
@@ -40,6 +40,10 @@ class DemoConfig(BaseModel):
     density: float = Field(0.2, gt=0, le=1, description="TIES / PEFT ties_svd density (share of ΔW kept)")
     lam: float = Field(1.0, alias="lambda", description="TIES λ")
     rank: int = Field(16, ge=1, description="output rank of every merge")
+    mode: Literal["cloze", "letters"] = Field(
+        "cloze", description="cloze: specialists learn to write the answer and are scored by each choice's "
+        "likelihood (what a 135M model can learn in minutes); letters: options shown, the answer letter is "
+        "trained and scored")
     eval_split: str = Field("test", description="split the table is computed on")
     limit: int | None = Field(None, ge=1, description="at most N evaluation questions per domain (default: all)")
     batch_size: int = Field(16, ge=1, description="evaluation batch size")
@@ -74,16 +78,18 @@ def cache_key(*parts: Any) -> str:
 
 
 def load_demo_config(path: "Path | None") -> DemoConfig:
-    """The shipped preset (presets/demo.yaml) or a user's copy, validated with one-line errors."""
+    """The shipped settings (tiesmerge/demo/demo.yaml) or a user's copy, validated with one-line errors."""
     from pydantic import ValidationError
 
-    from tiesmerge.configs.loader import format_validation_error, preset_path, read_yaml
+    from importlib import resources
+
+    from tiesmerge.configs.loader import format_validation_error, read_yaml
     from tiesmerge.errors import BadInputError
 
-    source = Path(path) if path is not None else preset_path("demo")
+    source = Path(path) if path is not None else Path(str(resources.files("tiesmerge.demo") / "demo.yaml"))
     data = read_yaml(source)
     if not isinstance(data, dict):
-        raise BadInputError(f"{source}: a demo config must be a YAML mapping (see the shipped presets/demo.yaml)")
+        raise BadInputError(f"{source}: a demo config must be a YAML mapping (see the shipped tiesmerge/demo/demo.yaml)")
     try:
         return DemoConfig.model_validate(data)
     except ValidationError as exc:

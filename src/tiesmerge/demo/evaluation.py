@@ -14,7 +14,7 @@ from tiesmerge.demo.cache import adapter_digest, read_json, write_json
 from tiesmerge.demo.config import cache_key
 from tiesmerge.eval.questions import Question
 from tiesmerge.eval.report import EvalResult, Target
-from tiesmerge.eval.scoring import Prediction, score_letters
+from tiesmerge.eval.scoring import Prediction
 
 EVAL_VERSION = 1
 ProgressFactory = Callable[[int, str], ContextManager[Callable[[int, int, str], None]]]
@@ -37,12 +37,12 @@ def _from_rows(rows: Sequence[Sequence]) -> list[Prediction]:
 
 
 def evaluate_targets(base: str, targets: Sequence[Target], questions: Sequence[Question],
-                     specialist_of: Mapping[str, str], *, batch_size: int, progress: ProgressFactory,
+                     specialist_of: Mapping[str, str], *, mode: str, batch_size: int, progress: ProgressFactory,
                      log: Callable[[str], None], root: Path | None = None) -> tuple[EvalResult, dict[str, bool]]:
     """(the result, target name → whether it came from the cache)."""
     qkey = questions_digest(questions)
     keys = {t.name: cache_key("eval", EVAL_VERSION, base, adapter_digest(Path(t.path)) if t.path else None,
-                              qkey, "letters", batch_size) for t in targets}
+                              qkey, mode, batch_size) for t in targets}
     predictions: dict[str, list[Prediction]] = {}
     hits: dict[str, bool] = {}
     for t in targets:
@@ -50,6 +50,9 @@ def evaluate_targets(base: str, targets: Sequence[Target], questions: Sequence[Q
         if rows is not None and len(rows) == len(questions):
             predictions[t.name], hits[t.name] = _from_rows(rows), True
     todo = [t for t in targets if t.name not in predictions]
+    from tiesmerge.eval.run import SCORERS
+
+    score = SCORERS[mode]
     if todo:
         from tiesmerge.eval.models import attach_adapters, fused, load_base
 
@@ -65,16 +68,16 @@ def evaluate_targets(base: str, targets: Sequence[Target], questions: Sequence[Q
 
                 if t.path is None:
                     if peft is None:
-                        preds = score_letters(model, tokenizer, questions, batch_size=batch_size, progress=advance)
+                        preds = score(model, tokenizer, questions, batch_size=batch_size, progress=advance)
                     else:
                         with peft.disable_adapter():
-                            preds = score_letters(peft, tokenizer, questions, batch_size=batch_size, progress=advance)
+                            preds = score(peft, tokenizer, questions, batch_size=batch_size, progress=advance)
                 else:
                     with fused(peft, t.name) as m:
-                        preds = score_letters(m, tokenizer, questions, batch_size=batch_size, progress=advance)
+                        preds = score(m, tokenizer, questions, batch_size=batch_size, progress=advance)
             predictions[t.name], hits[t.name] = preds, False
             write_json("evals", t.name, keys[t.name], _to_rows(preds), root)
     domains = sorted({q.domain for q in questions})
     result = EvalResult(list(targets), domains, {t.name: predictions[t.name] for t in targets}, dict(specialist_of),
-                        meta={"mode": "letters", "n_questions": len(questions), "batch_size": batch_size, "base": base})
+                        meta={"mode": mode, "n_questions": len(questions), "batch_size": batch_size, "base": base})
     return result, hits

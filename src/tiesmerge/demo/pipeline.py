@@ -61,7 +61,8 @@ def run_demo(config: DemoConfig, out: Path, *, force: bool, progress: ProgressFa
     targets = [Target("base", "base")] + [Target(d, "adapter", str(p)) for d, p in specs.items()] + \
         [Target(m, "merged", str(p)) for m, p in merged.items()]
     result, hits = evaluate_targets(config.base, targets, questions, {d: d for d in config.domains},
-                                    batch_size=config.batch_size, progress=progress, log=log, root=cache_root)
+                                    mode=config.mode, batch_size=config.batch_size, progress=progress, log=log,
+                                    root=cache_root)
     seconds["evaluation"] = time.perf_counter() - t0
     result.meta.update({"split": config.eval_split, "config": config.model_dump(mode="json", by_alias=True)})
 

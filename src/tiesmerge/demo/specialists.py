@@ -17,7 +17,7 @@ ProgressFactory = Callable[[int, str], ContextManager[Callable[[int, int, str], 
 
 def specialist_key(config: DemoConfig, domain: str) -> str:
     return cache_key("specialist", TRAINER_VERSION, config.base, domain, config.n_per_domain, config.data_seed,
-                     config.train_for(domain))
+                     config.mode, config.train_for(domain))
 
 
 def train_specialists(config: DemoConfig, train_sets: Mapping[str, Sequence[Question]], progress: ProgressFactory,
@@ -29,7 +29,8 @@ def train_specialists(config: DemoConfig, train_sets: Mapping[str, Sequence[Ques
     for domain in config.domains:
         spec = config.train_for(domain)
         settings = TrainSettings(steps=spec.steps, rank=spec.rank, alpha=spec.alpha, lr=spec.lr,
-                                 batch_size=spec.batch_size, seed=spec.seed, warmup_steps=max(1, spec.steps // 10))
+                                 batch_size=spec.batch_size, seed=spec.seed, warmup_steps=max(1, spec.steps // 10),
+                                 target="text" if config.mode == "cloze" else "letter")
 
         def build(tmp: Path, domain=domain, settings=settings) -> None:
             model, tokenizer = load_base(config.base, dtype="float32", device="auto")  # fresh: training wraps it

@@ -96,6 +96,33 @@ def _prefix_cache(model, prefix: list[int], device: torch.device):
     return model(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
 
 
+def prepare_rows(model, tokenizer, prompts: Sequence[str], reuse_prefix: bool = True):
+    """Token rows of the prompts, and the KV cache of their shared prefix (run once) with its length."""
+    rows = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    plen = _common_prefix(rows) - 1 if (reuse_prefix and len(rows) > 1) else 0  # keep ≥1 suffix token
+    cache = _prefix_cache(model, rows[0][:plen], _device_of(model)) if plen > 1 else None
+    return rows, (plen if cache is not None else 0), cache
+
+
+def prompt_pass(model, brows: Sequence[Sequence[int]], plen: int, cache, pad: int, **kwargs):
+    """Run a batch of prompts (left-padded after the shared prefix, whose cache is reused).
+
+    Returns (next-token logits [B, V] in float32, the model output, the attention mask over all positions)."""
+    device = _device_of(model)
+    width = max(len(r) - plen for r in brows)
+    ids = torch.tensor([[pad] * (width - len(r) + plen) + list(r[plen:]) for r in brows], device=device)
+    suffix_mask = torch.tensor([[0] * (width - len(r) + plen) + [1] * (len(r) - plen) for r in brows], device=device)
+    pos = (plen + suffix_mask.cumsum(-1) - 1).clamp_min(plen)  # left padding must not shift positions
+    mask = torch.cat([torch.ones(len(brows), plen, dtype=suffix_mask.dtype, device=device), suffix_mask], 1)
+    if cache is not None:
+        past = copy.deepcopy(cache)
+        past.batch_repeat_interleave(len(brows))
+        kwargs["past_key_values"] = past
+    # logits_to_keep=1: only the last position goes through the (vocab-sized) LM head
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1, **kwargs)
+    return out.logits[:, -1, :].float(), out, mask
+
+
 @torch.no_grad()
 def score_letters(model, tokenizer, questions: Sequence[Question], batch_size: int = 16,
                   progress: Callable[[int], None] | None = None, reuse_prefix: bool = True) -> list[Prediction]:
@@ -106,13 +133,8 @@ def score_letters(model, tokenizer, questions: Sequence[Question], batch_size: i
     attention mask and position ids set so each question sees exactly its own prompt.
     """
     letter_ids = torch.tensor(letter_token_ids(tokenizer))
-    device = _device_of(model)
     questions = list(questions)
-    rows = [tokenizer(build_prompt(tokenizer, q), add_special_tokens=False)["input_ids"] for q in questions]
-    plen = _common_prefix(rows) - 1 if (reuse_prefix and len(rows) > 1) else 0  # keep ≥1 suffix token
-    cache = _prefix_cache(model, rows[0][:plen], device) if plen > 1 else None
-    if cache is None:
-        plen = 0
+    rows, plen, cache = prepare_rows(model, tokenizer, [build_prompt(tokenizer, q) for q in questions], reuse_prefix)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     # batches of similar lengths waste little on padding (1.3x faster on the built-in sets); results
     # are returned in the input order
@@ -120,20 +142,9 @@ def score_letters(model, tokenizer, questions: Sequence[Question], batch_size: i
     out: list[Prediction | None] = [None] * len(questions)
     for start_i in range(0, len(order), batch_size):
         idx = order[start_i: start_i + batch_size]
-        batch, brows = [questions[i] for i in idx], [rows[i] for i in idx]
+        batch = [questions[i] for i in idx]
         start = time.perf_counter()
-        width = max(len(r) - plen for r in brows)
-        ids = torch.tensor([[pad] * (width - len(r) + plen) + r[plen:] for r in brows], device=device)
-        suffix_mask = torch.tensor([[0] * (width - len(r) + plen) + [1] * (len(r) - plen) for r in brows], device=device)
-        pos = (plen + suffix_mask.cumsum(-1) - 1).clamp_min(plen)  # left padding must not shift positions
-        mask = torch.cat([torch.ones(len(brows), plen, dtype=suffix_mask.dtype, device=device), suffix_mask], 1)
-        kwargs = {}
-        if cache is not None:
-            past = copy.deepcopy(cache)
-            past.batch_repeat_interleave(len(brows))
-            kwargs["past_key_values"] = past
-        # logits_to_keep=1: only the last position goes through the (vocab-sized) LM head
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1, **kwargs).logits[:, -1, :].float()
+        logits, _, _ = prompt_pass(model, [rows[i] for i in idx], plen, cache, pad)
         logp = torch.log_softmax(logits, dim=-1)[:, letter_ids.to(logits.device)].cpu()
         share = (time.perf_counter() - start) / len(batch)
         for i, q, row in zip(idx, batch, logp):
