@@ -19,9 +19,11 @@ from tiesmerge.eval.scoring import Prediction
 
 import contextlib
 
+import torch
+
 
 @contextlib.contextmanager
-def _silent(total, label):
+def _silent(total, label, unit):
     yield lambda done, t, name: None
 
 
@@ -38,7 +40,7 @@ def test_demo_runs_caches_and_rebuilds_only_what_changed(tiny_base, tmp_path):
     assert cfg.mode == "cloze"
     first = run_demo(cfg, tmp_path / "out1", force=False, progress=_silent, log=logs.append, cache_root=tmp_path / "c")
     names = [t.name for t in first.result.targets]
-    assert names == ["base", "math", "humanities", "ties", "task_arithmetic", "peft_ties_svd"]
+    assert names == ["base", "math", "humanities", "ties", "task_arithmetic", "peft_ties_svd", "peft_ties_svd_fixed"]
     assert not any(first.cached.values()) and sum("trained" in m for m in logs) == 2
 
     # the cached, fused-weight evaluation of a merge equals scoring the saved adapter through PEFT's loader
@@ -68,7 +70,7 @@ def test_demo_runs_caches_and_rebuilds_only_what_changed(tiny_base, tmp_path):
     assert third.paths["merge task_arithmetic"] == first.paths["merge task_arithmetic"]
     assert third.paths["merge ties"] != first.paths["merge ties"]
     assert third.paths["merge peft_ties_svd"] != first.paths["merge peft_ties_svd"]
-    assert {t for t, hit in third.cached.items() if not hit} <= {"ties", "peft_ties_svd"}
+    assert {t for t, hit in third.cached.items() if not hit} <= {"ties", "peft_ties_svd", "peft_ties_svd_fixed"}
     card = json.loads(open(first.paths["merge peft_ties_svd"] + "/merge_card.json").read())
     assert card["saved_r"] == 2 and card["density"] == 0.5
 
@@ -107,3 +109,18 @@ def test_demo_config_errors_are_one_line(tmp_path):
     bad.write_text("train_overrides: {math: {stepz: 3}}\n")
     res = run_cli("demo", "--config", bad, "-o", tmp_path / "o")
     assert res.exit_code == 2 and "stepz" in res.stderr
+
+
+def test_peft_fixed_variant_has_scaling_one_and_the_same_delta(tiny_base, adapter_set, tmp_path):
+    """PEFT's saved ties_svd is √r too strong (use_rslora kept with α = r); the fixed copy is not."""
+    from tests.conftest import peft_deltas
+    from tiesmerge.demo.merges import peft_scaling_fixed, peft_ties_svd
+
+    cfg = _config(tiny_base, rank=4)
+    adapters = {n: adapter_set[n] for n in ("rs8", "rs16")}
+    raw, _ = peft_ties_svd(cfg, adapters, lambda m: None, root=tmp_path)
+    fixed, _ = peft_scaling_fixed(raw, root=tmp_path)
+    assert json.loads((raw / "adapter_config.json").read_text())["use_rslora"] is True
+    d_raw, d_fixed = peft_deltas(tiny_base, raw), peft_deltas(tiny_base, fixed)
+    for name, delta in d_fixed.items():
+        torch.testing.assert_close(d_raw[name], delta * 2.0, atol=1e-6, rtol=1e-5)  # √4 = 2

@@ -42,7 +42,7 @@ def demo(
         raise BadInputError(f"--out {out} exists and is not empty; pass --force to replace it")
     err = Console(stderr=True, soft_wrap=True)
     start = time.perf_counter()
-    run = run_demo(cfg, out, force=force, progress=lambda total, label: module_progress(total, label, unit="items"),
+    run = run_demo(cfg, out, force=force, progress=lambda total, label, unit: module_progress(total, label, unit=unit),
                    log=lambda msg: err.print(msg, markup=False))
     console = Console(soft_wrap=True)
     result = run.result

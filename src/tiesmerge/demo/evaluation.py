@@ -8,16 +8,16 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Callable, ContextManager, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from tiesmerge.demo.cache import adapter_digest, read_json, write_json
+from tiesmerge.demo.progress import ProgressFactory
 from tiesmerge.demo.config import cache_key
 from tiesmerge.eval.questions import Question
 from tiesmerge.eval.report import EvalResult, Target
 from tiesmerge.eval.scoring import Prediction
 
 EVAL_VERSION = 1
-ProgressFactory = Callable[[int, str], ContextManager[Callable[[int, int, str], None]]]
 
 
 def questions_digest(questions: Sequence[Question]) -> str:
@@ -59,7 +59,7 @@ def evaluate_targets(base: str, targets: Sequence[Target], questions: Sequence[Q
         model, tokenizer = load_base(base, dtype="float32", device="auto")
         peft = attach_adapters(model, {t.name: Path(t.path) for t in todo if t.path})
         for t in todo:
-            with progress(len(questions), f"scoring {t.name}") as hook:
+            with progress(len(questions), f"scoring {t.name}", "questions") as hook:
                 done = [0]
 
                 def advance(n: int) -> None:

@@ -7,14 +7,14 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, ContextManager, Mapping
+from typing import Callable, Mapping
 
 from tiesmerge.configs.recipe import Recipe
 from tiesmerge.demo.cache import adapter_digest, cached_dir
+from tiesmerge.demo.progress import ProgressFactory
 from tiesmerge.demo.config import DemoConfig, cache_key
 
 MERGE_VERSION = 1
-ProgressFactory = Callable[[int, str], ContextManager[Callable[[int, int, str], None]]]
 
 
 def _recipe(config: DemoConfig, adapters: Mapping[str, Path], method: str) -> Recipe:
@@ -41,7 +41,7 @@ def tiesmerge_merge(config: DemoConfig, adapters: Mapping[str, Path], method: st
 
     def build(tmp: Path) -> None:
         job = prepare(recipe)
-        with progress(len(job.plan.modules), f"merging {method}") as hook:
+        with progress(len(job.plan.modules), f"merging {method}", "modules") as hook:
             driver.run(job, tmp / "adapter", force=True, progress=hook, command="tiesmerge demo")
         for f in (tmp / "adapter").iterdir():
             f.rename(tmp / f.name)
@@ -67,6 +67,7 @@ def peft_ties_svd(config: DemoConfig, adapters: Mapping[str, Path], log: Callabl
                     [adapter_digest(p) for p in adapters.values()])
 
     def build(tmp: Path) -> None:
+        log("PEFT ties_svd merge: one add_weighted_adapter call (PEFT reports no progress; ~1 min here)")
         start = time.perf_counter()
         model, _ = load_base(config.base, dtype="float32", device="cpu")
         names = list(adapters)
@@ -93,3 +94,19 @@ def peft_ties_svd(config: DemoConfig, adapters: Mapping[str, Path], log: Callabl
             f"use_rslora={cfg.get('use_rslora')})")
 
     return cached_dir("merges", "peft_ties_svd", key, build, root)
+
+
+def peft_scaling_fixed(peft_dir: Path, root: Path | None = None) -> tuple[Path, bool]:
+    """PEFT's ties_svd factors with the config corrected to scaling 1 (use_rslora false, α = r): what PEFT's
+    merge gives once its merged-RSLoRA bug is worked around, to compare methods rather than the bug."""
+    key = cache_key("merge", MERGE_VERSION, "peft_ties_svd_fixed", adapter_digest(peft_dir))
+
+    def build(tmp: Path) -> None:
+        shutil.copy2(peft_dir / "adapter_model.safetensors", tmp / "adapter_model.safetensors")
+        cfg = json.loads((peft_dir / "adapter_config.json").read_text())
+        cfg.update({"use_rslora": False, "lora_alpha": cfg["r"], "alpha_pattern": {}})
+        (tmp / "adapter_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        (tmp / "merge_card.json").write_text(json.dumps({"from": str(peft_dir), "change": "use_rslora false, "
+                                                         "lora_alpha = r (scaling 1)"}, indent=2) + "\n")
+
+    return cached_dir("merges", "peft_ties_svd_fixed", key, build, root)

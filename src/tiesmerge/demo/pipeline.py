@@ -14,11 +14,12 @@ from tiesmerge.adapters.writer import atomic_output_dir
 from tiesmerge.demo import table
 from tiesmerge.demo.config import DemoConfig
 from tiesmerge.demo.evaluation import evaluate_targets
-from tiesmerge.demo.merges import peft_ties_svd, tiesmerge_merge
-from tiesmerge.demo.specialists import ProgressFactory, train_specialists
+from tiesmerge.demo.merges import peft_scaling_fixed, peft_ties_svd, tiesmerge_merge
+from tiesmerge.demo.progress import ProgressFactory
+from tiesmerge.demo.specialists import train_specialists
 from tiesmerge.eval.report import EvalResult, Target, write_outputs
 
-MERGES = ("ties", "task_arithmetic", "peft_ties_svd")
+MERGES = ("ties", "task_arithmetic", "peft_ties_svd", "peft_ties_svd_fixed")
 
 
 @dataclass
@@ -54,6 +55,7 @@ def run_demo(config: DemoConfig, out: Path, *, force: bool, progress: ProgressFa
     merged["peft_ties_svd"], hit = peft_ties_svd(config, specs, log, cache_root)
     if hit:
         log(f"reused peft_ties_svd merge: {merged['peft_ties_svd']}")
+    merged["peft_ties_svd_fixed"], _ = peft_scaling_fixed(merged["peft_ties_svd"], cache_root)
     seconds["merges"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, ContextManager, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from tiesmerge.adapters.trainer import TrainSettings, train_adapter
 from tiesmerge.demo.cache import cached_dir
+from tiesmerge.demo.progress import ProgressFactory
 from tiesmerge.demo.config import DemoConfig, cache_key
 from tiesmerge.eval.questions import Question
 
 TRAINER_VERSION = 2  # bump when the trainer's numbers change, so cached specialists are rebuilt
 
-ProgressFactory = Callable[[int, str], ContextManager[Callable[[int, int, str], None]]]
 
 
 def specialist_key(config: DemoConfig, domain: str) -> str:
@@ -34,7 +34,7 @@ def train_specialists(config: DemoConfig, train_sets: Mapping[str, Sequence[Ques
 
         def build(tmp: Path, domain=domain, settings=settings) -> None:
             model, tokenizer = load_base(config.base, dtype="float32", device="auto")  # fresh: training wraps it
-            with progress(settings.steps, f"training {domain}") as hook:
+            with progress(settings.steps, f"training {domain}", "steps") as hook:
                 card = train_adapter(model, tokenizer, train_sets[domain], settings, tmp,
                                      progress=lambda s, t, loss: hook(s, t, f"loss {loss:.3f}"),
                                      card={"base": config.base, "domain": domain, "data": "builtin:train",
