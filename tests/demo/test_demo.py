@@ -114,11 +114,13 @@ def test_demo_config_errors_are_one_line(tmp_path):
 def test_peft_fixed_variant_has_scaling_one_and_the_same_delta(tiny_base, adapter_set, tmp_path):
     """PEFT's saved ties_svd is √r too strong (use_rslora kept with α = r); the fixed copy is not."""
     from tests.conftest import peft_deltas
+    from tiesmerge.demo.cache import adapter_digest
     from tiesmerge.demo.merges import peft_scaling_fixed, peft_ties_svd
 
     cfg = _config(tiny_base, rank=4)
     adapters = {n: adapter_set[n] for n in ("rs8", "rs16")}
-    raw, _ = peft_ties_svd(cfg, adapters, lambda m: None, root=tmp_path)
+    digests = {n: adapter_digest(p) for n, p in adapters.items()}
+    raw, _ = peft_ties_svd(cfg, adapters, digests, lambda m: None, root=tmp_path)
     fixed, _ = peft_scaling_fixed(raw, root=tmp_path)
     assert json.loads((raw / "adapter_config.json").read_text())["use_rslora"] is True
     d_raw, d_fixed = peft_deltas(tiny_base, raw), peft_deltas(tiny_base, fixed)

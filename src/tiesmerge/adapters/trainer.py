@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import torch
 
 from tiesmerge.eval.questions import Question
-from tiesmerge.eval.scoring import build_prompt
+from tiesmerge.eval.scoring import build_prompt, common_prefix
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -64,14 +64,7 @@ def shared_prefix_length(examples) -> int:
     example keeps at least one prompt token of its own."""
     if len(examples) < 2:
         return 0
-    first = examples[0][0]
-    n = min(len(p) for p, _ in examples)
-    for prompt, _ in examples[1:]:
-        i = 0
-        while i < n and prompt[i] == first[i]:
-            i += 1
-        n = i
-    return max(0, n - 1)
+    return max(0, common_prefix([p for p, _ in examples]) - 1)
 
 
 def _batch(examples, pad_id: int, device, skip: int = 0):

@@ -15,6 +15,7 @@ from tiesmerge.demo.progress import ProgressFactory
 from tiesmerge.demo.config import cache_key
 from tiesmerge.eval.questions import Question
 from tiesmerge.eval.report import EvalResult, Target
+from tiesmerge.eval.run import SCORERS
 from tiesmerge.eval.scoring import Prediction
 
 EVAL_VERSION = 1
@@ -50,8 +51,6 @@ def evaluate_targets(base: str, targets: Sequence[Target], questions: Sequence[Q
         if rows is not None and len(rows) == len(questions):
             predictions[t.name], hits[t.name] = _from_rows(rows), True
     todo = [t for t in targets if t.name not in predictions]
-    from tiesmerge.eval.run import SCORERS
-
     score = SCORERS[mode]
     if todo:
         from tiesmerge.eval.models import attach_adapters, fused, load_base

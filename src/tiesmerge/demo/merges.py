@@ -28,16 +28,17 @@ def _recipe(config: DemoConfig, adapters: Mapping[str, Path], method: str) -> Re
     })
 
 
-def tiesmerge_merge(config: DemoConfig, adapters: Mapping[str, Path], method: str, progress: ProgressFactory,
-                    root: Path | None = None) -> tuple[Path, bool]:
-    """TIES at the preset's density and λ (weights 1/n, normalized), or task arithmetic (the mean), at `rank`."""
+def tiesmerge_merge(config: DemoConfig, adapters: Mapping[str, Path], digests: Mapping[str, str], method: str,
+                    progress: ProgressFactory, root: Path | None = None) -> tuple[Path, bool]:
+    """TIES at the preset's density and λ (weights 1/n, normalized), or task arithmetic (the mean), at `rank`.
+    `digests`: each adapter's content hash (adapter_digest), computed once by the caller."""
     from tiesmerge.merge import driver
     from tiesmerge.merge.job import prepare
 
     recipe = _recipe(config, adapters, method)
     # keyed by what the merge reads (a task-arithmetic merge does not depend on the density)
     key = cache_key("merge", MERGE_VERSION, method, recipe.parameters, recipe.output,
-                    [(a.weight, adapter_digest(a.path)) for a in recipe.adapters])
+                    [(a.weight, digests[a.name]) for a in recipe.adapters])
 
     def build(tmp: Path) -> None:
         job = prepare(recipe)
@@ -50,8 +51,8 @@ def tiesmerge_merge(config: DemoConfig, adapters: Mapping[str, Path], method: st
     return cached_dir("merges", method, key, build, root)
 
 
-def peft_ties_svd(config: DemoConfig, adapters: Mapping[str, Path], log: Callable[[str], None],
-                  root: Path | None = None) -> tuple[Path, bool]:
+def peft_ties_svd(config: DemoConfig, adapters: Mapping[str, Path], digests: Mapping[str, str],
+                  log: Callable[[str], None], root: Path | None = None) -> tuple[Path, bool]:
     """PEFT's own TIES + SVD merge, saved exactly as PEFT saves it (its config is not corrected).
 
     Weights are 1.0 each: PEFT weights each ΔW before its disjoint mean, so 1.0 gives the TIES mean that
@@ -64,7 +65,7 @@ def peft_ties_svd(config: DemoConfig, adapters: Mapping[str, Path], log: Callabl
     from tiesmerge.eval.models import load_base
 
     key = cache_key("merge", MERGE_VERSION, "peft_ties_svd", peft.__version__, config.density, config.rank,
-                    [adapter_digest(p) for p in adapters.values()])
+                    [digests[n] for n in adapters])
 
     def build(tmp: Path) -> None:
         log("PEFT ties_svd merge: one add_weighted_adapter call (PEFT reports no progress; ~1 min here)")

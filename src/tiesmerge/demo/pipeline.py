@@ -12,6 +12,7 @@ from typing import Callable
 
 from tiesmerge.adapters.writer import atomic_output_dir
 from tiesmerge.demo import table
+from tiesmerge.demo.cache import adapter_digest
 from tiesmerge.demo.config import DemoConfig
 from tiesmerge.demo.evaluation import evaluate_targets
 from tiesmerge.demo.merges import peft_scaling_fixed, peft_ties_svd, tiesmerge_merge
@@ -48,11 +49,12 @@ def run_demo(config: DemoConfig, out: Path, *, force: bool, progress: ProgressFa
 
     t0 = time.perf_counter()
     merged: dict[str, Path] = {}
+    digests = {d: adapter_digest(p) for d, p in specs.items()}  # once: every merge's key uses them
     for method in ("ties", "task_arithmetic"):
-        merged[method], hit = tiesmerge_merge(config, specs, method, progress, cache_root)
+        merged[method], hit = tiesmerge_merge(config, specs, digests, method, progress, cache_root)
         if hit:
             log(f"reused {method} merge: {merged[method]}")
-    merged["peft_ties_svd"], hit = peft_ties_svd(config, specs, log, cache_root)
+    merged["peft_ties_svd"], hit = peft_ties_svd(config, specs, digests, log, cache_root)
     if hit:
         log(f"reused peft_ties_svd merge: {merged['peft_ties_svd']}")
     merged["peft_ties_svd_fixed"], _ = peft_scaling_fixed(merged["peft_ties_svd"], cache_root)

@@ -76,7 +76,7 @@ def _device_of(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
+def common_prefix(rows: Sequence[Sequence[int]]) -> int:
     """Length of the token prefix every row shares (the chat template, system prompt and instruction)."""
     first = rows[0]
     n = min(len(r) for r in rows)
@@ -99,7 +99,7 @@ def _prefix_cache(model, prefix: list[int], device: torch.device):
 def prepare_rows(model, tokenizer, prompts: Sequence[str], reuse_prefix: bool = True):
     """Token rows of the prompts, and the KV cache of their shared prefix (run once) with its length."""
     rows = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    plen = _common_prefix(rows) - 1 if (reuse_prefix and len(rows) > 1) else 0  # keep ≥1 suffix token
+    plen = common_prefix(rows) - 1 if (reuse_prefix and len(rows) > 1) else 0  # keep ≥1 suffix token
     cache = _prefix_cache(model, rows[0][:plen], _device_of(model)) if plen > 1 else None
     return rows, (plen if cache is not None else 0), cache
 
