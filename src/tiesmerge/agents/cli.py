@@ -1,0 +1,169 @@
+"""The tournament's command lines (`python -m agents.answer_agent …`, `python -m agents.question_agent …`):
+argparse with the tournament's flag names, atomic JSON output, timings on stderr with --verbose."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from tiesmerge.errors import BadInputError, TiesmergeError
+
+ANSWER_LIMIT_S = 6.0
+QUESTION_LIMIT_S = 10.0
+
+
+def write_json_atomic(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, ensure_ascii=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def report_path(output: Path) -> Path:
+    """The --verbose timing report beside the output (never inside the tournament's file)."""
+    return output.with_name(output.stem + ".timing.json")
+
+
+def read_entries(path: Path) -> list:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInputError(f"--input_file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"--input_file {path} cannot be read: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise BadInputError(f"--input_file {path} is not JSON ({exc}); it must be a JSON list of questions") from None
+    if isinstance(data, dict) and isinstance(data.get("questions"), list):
+        data = data["questions"]
+    if not isinstance(data, list):
+        raise BadInputError(f"--input_file {path} holds a JSON {type(data).__name__}; it must be a list of questions")
+    return data
+
+
+def timing_summary(kind: str, times: Sequence[float], limit: float) -> str:
+    over = [i for i, t in enumerate(times) if t >= limit]
+    if not times:
+        return f"{kind}: none"
+    return (f"{kind}: {len(times)} done; p50 {statistics.median(times):.3f} s, max {max(times):.3f} s "
+            f"(limit {limit:g} s); over the limit: {', '.join(map(str, over)) if over else 'none'}")
+
+
+def _default_config() -> Path:
+    return Path.cwd() / "agents.yaml"
+
+
+def _parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=doc)
+    p.add_argument("--config", type=Path, default=None, help="agents.yaml (default: the deployed one)")
+    p.add_argument("--verbose", action="store_true", help="per-item times on stderr and a .timing.json report")
+    return p
+
+
+def _run(fn, argv) -> int:
+    try:
+        return fn(argv)
+    except TiesmergeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def answer_main(argv: Sequence[str] | None = None, default_config: Path | None = None) -> int:
+    def main(argv) -> int:
+        p = _parser("python -m agents.answer_agent", "Answer the tournament's questions: one {answer, reasoning} "
+                    "per input question, in order, each inside its deadline.")
+        p.add_argument("--input_file", type=Path, required=True, help="JSON list of {question, choices}")
+        p.add_argument("--output_file", type=Path, default=Path("outputs/answers.json"))
+        args = p.parse_args(argv)
+        entries = read_entries(args.input_file)  # before loading the model: a bad file fails fast
+        from tiesmerge.agents import runtime
+
+        cfg, loaded = runtime.load(args.config or default_config or _default_config())
+        agent = runtime.answer_agent(cfg, loaded)
+
+        def show(rec):
+            if args.verbose:
+                print(f"[answer {rec.index + 1}/{len(entries)}] {rec.time_s:.3f} s {rec.answer} {rec.status}",
+                      file=sys.stderr)
+
+        records = agent.answer_all(entries, show)
+        write_json_atomic(args.output_file, [r.output() for r in records])
+        if args.verbose:
+            times = [r.time_s for r in records]
+            print(timing_summary("answers", times, ANSWER_LIMIT_S), file=sys.stderr)
+            write_json_atomic(report_path(args.output_file), {
+                "load_s": loaded.load_s, "deadline_s": cfg.answer.deadline_s, "limit_s": ANSWER_LIMIT_S,
+                "max_s": max(times, default=0.0), "items": [r.report() for r in records]})
+        print(f"wrote {len(records)} answers to {args.output_file}", file=sys.stderr)
+        return 0
+
+    return _run(main, argv)
+
+
+def read_topics(path: Path) -> tuple[str, ...]:
+    """A JSON list of topics, or one topic per line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"--topics_file {path} cannot be read: {exc}") from None
+    try:
+        data = json.loads(text)
+        topics = data if isinstance(data, list) else None
+    except json.JSONDecodeError:
+        topics = [line.strip() for line in text.splitlines()]
+    topics = [t.strip() for t in topics or [] if isinstance(t, str) and t.strip()]
+    if not topics:
+        raise BadInputError(f"--topics_file {path} has no topics; give a JSON list or one topic per line")
+    return tuple(dict.fromkeys(topics))
+
+
+def question_main(argv: Sequence[str] | None = None, default_config: Path | None = None) -> int:
+    def main(argv) -> int:
+        p = _parser("python -m agents.question_agent", "Write the tournament's questions: N format-valid, "
+                    "self-checked questions over the topics, each inside its deadline; verified built-in "
+                    "questions stand in for drafts that fail.")
+        p.add_argument("--output_file", type=Path, default=Path("outputs/questions.json"))
+        p.add_argument("--num_questions", type=int, default=20)
+        p.add_argument("--topics_file", type=Path, default=None,
+                       help="topics (JSON list or one per line); default: agents.yaml's, else the built-in four")
+        args = p.parse_args(argv)
+        if args.num_questions < 1:
+            raise BadInputError("--num_questions must be at least 1")
+        topics = read_topics(args.topics_file) if args.topics_file else None
+        from tiesmerge.agents import runtime
+
+        cfg, loaded = runtime.load(args.config or default_config or _default_config())
+        if topics:
+            cfg = cfg.model_copy(update={"question": cfg.question.model_copy(update={"topics": topics})})
+        agent = runtime.question_agent(cfg, loaded, args.num_questions)
+
+        def show(rec):
+            if args.verbose:
+                why = f" ({rec.why_fallback})" if rec.why_fallback else ""
+                print(f"[question {rec.index + 1}/{args.num_questions}] {rec.time_s:.3f} s {rec.topic}: "
+                      f"{rec.source}{why}", file=sys.stderr)
+
+        records = agent.generate(args.num_questions, show)
+        write_json_atomic(args.output_file, [r.item for r in records])
+        if args.verbose:
+            times = [r.time_s for r in records]
+            print(timing_summary("questions", times, QUESTION_LIMIT_S), file=sys.stderr)
+            print(f"from the model: {sum(r.source == 'model' for r in records)}/{len(records)}", file=sys.stderr)
+            write_json_atomic(report_path(args.output_file), {
+                "load_s": loaded.load_s, "deadline_s": cfg.question.deadline_s, "limit_s": QUESTION_LIMIT_S,
+                "max_s": max(times, default=0.0), "items": [r.report() for r in records]})
+        print(f"wrote {len(records)} questions to {args.output_file}", file=sys.stderr)
+        return 0
+
+    return _run(main, argv)
