@@ -1,0 +1,170 @@
+"""`tiesmerge deploy`, agents.yaml (with agen.yaml / qgen.yaml), and the tournament command lines run by subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tiesmerge.agents.cli import answer_main, question_main
+from tiesmerge.agents.config import load_agents_config
+from tiesmerge.agents.deploy import deploy
+from tiesmerge.agents.schema import check_answer, check_question
+from tiesmerge.errors import BadInputError
+
+QUESTIONS = [
+    {"question": "What is 7 × 6?", "choices": ["A) 42", "B) 36", "C) 48", "D) 54"]},
+    {"question": "Which gas do plants absorb?", "choices": {"A": "Oxygen", "B": "Carbon dioxide", "C": "Helium",
+                                                           "D": "Neon"}},
+    {"question": "Broken", "choices": ["A) one", "B) two"]},
+]
+
+
+@pytest.fixture(scope="module")
+def merged(adapter_set) -> Path:
+    return adapter_set["rs8"]
+
+
+@pytest.fixture
+def workdir(tmp_path, tiny_base, merged) -> Path:
+    deploy(merged, str(tiny_base), tmp_path / "work")
+    return tmp_path / "work"
+
+
+def test_deploy_writes_the_tournament_layout(workdir, merged, tiny_base):
+    for name in ("question_agent.py", "question_model.py", "answer_agent.py", "answer_model.py", "__init__.py"):
+        assert (workdir / "agents" / name).is_file()
+    assert (workdir / "outputs").is_dir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        assert (workdir / "adapter" / name).read_bytes() == (merged / name).read_bytes()
+    cfg, root = load_agents_config(workdir / "agents.yaml")
+    assert cfg.base == str(Path(tiny_base).resolve()) and cfg.adapter == "adapter" and cfg.load_in_4bit is None
+    assert not [p for p in workdir.iterdir() if p.name.startswith(".tiesmerge-deploy")]  # staging removed
+
+
+def test_deploy_refuses_to_overwrite_without_force_and_keeps_outputs_with_it(workdir, merged, tiny_base):
+    (workdir / "outputs" / "answers.json").write_text("[]")
+    with pytest.raises(BadInputError, match="already holds a deployment.*--force"):
+        deploy(merged, str(tiny_base), workdir)
+    deploy(merged, str(tiny_base), workdir, force=True, link=True, load_in_4bit=True)
+    assert (workdir / "adapter").is_symlink() and (workdir / "adapter").resolve() == merged.resolve()
+    assert (workdir / "outputs" / "answers.json").read_text() == "[]"
+    assert load_agents_config(workdir / "agents.yaml")[0].load_in_4bit is True
+
+
+@pytest.mark.parametrize("setup, problem", [
+    (lambda p: p.mkdir(), "no adapter_config.json"),
+    (lambda p: (p.mkdir(), (p / "adapter_config.json").write_text("{}")), "no adapter_model.safetensors"),
+    (lambda p: p.write_text("x"), "is not a folder"),
+])
+def test_deploy_refuses_a_bad_adapter(tmp_path, tiny_base, setup, problem):
+    bad = tmp_path / "bad"
+    setup(bad)
+    with pytest.raises(BadInputError, match=problem):
+        deploy(bad, str(tiny_base), tmp_path / "work")
+    assert not (tmp_path / "work").exists()
+
+
+def test_deploy_refuses_a_missing_local_base(tmp_path, merged):
+    with pytest.raises(BadInputError, match="does not exist"):
+        deploy(merged, "./no/such/model", tmp_path / "work")
+
+
+def test_tournament_yaml_overrides_generation_settings(workdir, capsys):
+    (workdir / "agen.yaml").write_text("max_tokens: 40\ntemperature: 0.2\nfoo: 1\n")
+    (workdir / "qgen.yaml").write_text("max_new_tokens: 128\ndo_sample: false\n")
+    cfg, _ = load_agents_config(workdir / "agents.yaml")
+    assert cfg.answer.max_new_tokens == 40 and cfg.answer.temperature == 0.2
+    assert cfg.question.max_new_tokens == 128 and cfg.question.temperature == 0.0
+    assert "agen.yaml: ignoring foo" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("answer:\n  deadline_s: 6.5\n", "under the 6 s limit"),
+    ("answer:\n  max_new_tokens: 0\n", "answer.max_new_tokens"),
+    ("question:\n  colour: red\n", "question.colour"),
+    ("- a list\n", "must be a YAML mapping"),
+])
+def test_bad_agents_yaml_is_one_line_error(workdir, text, problem):
+    cfg = yaml.safe_load((workdir / "agents.yaml").read_text())
+    path = workdir / "agents.yaml"
+    if text.startswith("-"):
+        path.write_text(text)
+    else:
+        for section, values in yaml.safe_load(text).items():
+            cfg[section] = {**cfg[section], **values}
+        path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(BadInputError, match=problem):
+        load_agents_config(path)
+
+
+@pytest.mark.parametrize("content, problem", [
+    (None, "does not exist"),
+    ("{not json", "is not JSON"),
+    ('{"a": 1}', "must be a list of questions"),
+])
+def test_unreadable_input_exits_2_before_loading_and_writes_nothing(tmp_path, capsys, content, problem):
+    src = tmp_path / "in.json"
+    if content is not None:
+        src.write_text(content)
+    out = tmp_path / "answers.json"
+    rc = answer_main(["--input_file", str(src), "--output_file", str(out), "--config", str(tmp_path / "none.yaml")])
+    assert rc == 2 and not out.exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --input_file") and problem in err[0]
+
+
+def test_question_agent_rejects_bad_counts_and_topics(tmp_path, capsys):
+    assert question_main(["--num_questions", "0", "--output_file", str(tmp_path / "q.json")]) == 2
+    (tmp_path / "topics.txt").write_text("\n\n")
+    assert question_main(["--topics_file", str(tmp_path / "topics.txt"), "--output_file", str(tmp_path / "q.json")]) == 2
+    assert not (tmp_path / "q.json").exists()
+
+
+def _run_module(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    return subprocess.run([sys.executable, "-m", *args], cwd=workdir, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_both_commands_run_in_the_deployed_directory(workdir):
+    """Exactly the tournament's invocations, in DIR, by subprocess."""
+    (workdir / "outputs" / "filtered_questions.json").write_text(json.dumps(QUESTIONS))
+    (workdir / "agen.yaml").write_text("max_tokens: 24\n")
+    (workdir / "qgen.yaml").write_text("max_tokens: 48\n")
+    proc = _run_module(workdir, "agents.answer_agent", "--input_file", "outputs/filtered_questions.json",
+                       "--output_file", "outputs/answers.json", "--verbose")
+    assert proc.returncode == 0, proc.stderr
+    answers = json.loads((workdir / "outputs" / "answers.json").read_text())
+    assert len(answers) == 3 and all(check_answer(a) == [] for a in answers)
+    assert "malformed" not in json.dumps(answers[:2]) and "need exactly 4 choices" in answers[2]["reasoning"]
+    report = json.loads((workdir / "outputs" / "answers.timing.json").read_text())
+    assert [it["index"] for it in report["items"]] == [0, 1, 2] and report["max_s"] < 6
+    assert "[answer 3/3]" in proc.stderr and "over the limit: none" in proc.stderr
+
+    proc = _run_module(workdir, "agents.question_agent", "--output_file", "outputs/questions.json",
+                       "--num_questions", "5", "--verbose")
+    assert proc.returncode == 0, proc.stderr
+    questions = json.loads((workdir / "outputs" / "questions.json").read_text())
+    assert len(questions) == 5 and all(check_question(q) == [] for q in questions)
+    assert len({q["question"] for q in questions}) == 5
+    assert "[question 5/5]" in proc.stderr and "over the limit: none" in proc.stderr
+
+
+def test_answer_agent_on_a_4bit_base(tmp_path, tiny_base, merged):
+    """NF4 via bitsandbytes (here on CPU): the adapter stays a PEFT layer on the quantized base; answers are valid."""
+    pytest.importorskip("bitsandbytes")
+    deploy(merged, str(tiny_base), tmp_path / "w4", load_in_4bit=True)
+    src = tmp_path / "q.json"
+    src.write_text(json.dumps(QUESTIONS[:2]))
+    out = tmp_path / "w4" / "outputs" / "answers.json"
+    (tmp_path / "w4" / "agen.yaml").write_text("max_tokens: 8\n")
+    assert answer_main(["--input_file", str(src), "--output_file", str(out)],
+                       default_config=tmp_path / "w4" / "agents.yaml") == 0
+    answers = json.loads(out.read_text())
+    assert len(answers) == 2 and all(check_answer(a) == [] for a in answers)
