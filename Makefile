@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.tiesmerge-installed
 
-.PHONY: setup test test-all demo bench clean
+.PHONY: setup test test-all demo bench bench-agents clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,12 @@ demo: setup
 bench: setup
 	$(PY) benchmarks/eval_throughput.py
 	$(PY) benchmarks/bench_merge.py --layers 1 --cap 900 --out build/bench
+
+# Answer / question latency on the embedded base with the demo's TIES merge (runs the demo first; cached after once).
+# On a GPU box with bitsandbytes: $(PY) benchmarks/agents_latency.py --random-72b --probe (see README).
+bench-agents: demo
+	$(PY) benchmarks/agents_latency.py --probe --out build/agents_latency.json \
+	  --adapter "$$($(PY) -c 'import json; print(json.load(open("build/demo/paths.json"))["merge ties"])')"
 
 clean:
 	rm -rf build .pytest_cache

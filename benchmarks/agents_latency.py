@@ -145,7 +145,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--adapter", help="merged adapter on the embedded smollm2 base")
     ap.add_argument("--random-72b", action="store_true")
-    ap.add_argument("--tokenizer", default=None, help="tokenizer folder for --random-72b")
+    ap.add_argument("--tokenizer", default=None, help="tokenizer folder for --random-72b (default: the embedded "
+                    "SmolLM2's; token ids stay below its 49152, so the 152064-row embedding is only partly used)")
     ap.add_argument("--rank", type=int, default=128)
     ap.add_argument("--answers", type=int, default=20)
     ap.add_argument("--questions", type=int, default=20)
@@ -156,6 +157,10 @@ def main() -> int:
     domains = args.domains.split(",")
     t0 = time.perf_counter()
     if args.random_72b:
+        if args.tokenizer is None:
+            from tiesmerge.eval.models import embedded_base
+
+            args.tokenizer = str(embedded_base("smollm2"))
         model, tok = random_72b_nf4(args.tokenizer, args.rank)
         where = f"random Qwen2.5-72B shapes, NF4, r={args.rank} RSLoRA unmerged, {torch.cuda.get_device_name()}"
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -29,6 +30,7 @@ def warm_up(loaded: AgentModel) -> None:
 
 
 def load(config_path: Path) -> tuple[AgentsConfig, AgentModel]:
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices are not the user's
     cfg, root = load_agents_config(config_path, _log)
     loaded = load_agent_model(cfg, root, _log)
     warm_up(loaded)
