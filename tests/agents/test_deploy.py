@@ -168,3 +168,21 @@ def test_answer_agent_on_a_4bit_base(tmp_path, tiny_base, merged):
                        default_config=tmp_path / "w4" / "agents.yaml") == 0
     answers = json.loads(out.read_text())
     assert len(answers) == 2 and all(check_answer(a) == [] for a in answers)
+
+
+def test_deploy_command_bad_input_is_exit_2_one_line(tmp_path, tiny_base):
+    from tests.cli.helpers import run_cli
+
+    res = run_cli("deploy", tmp_path / "missing", "--base", tiny_base, "--to", tmp_path / "work")
+    assert res.exit_code == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is not a folder" in lines[0]
+    assert not (tmp_path / "work").exists()
+
+
+def test_deploy_command_writes_and_prints_the_next_step(tmp_path, tiny_base, merged):
+    from tests.cli.helpers import run_cli
+
+    res = run_cli("deploy", merged, "--base", tiny_base, "--to", tmp_path / "work", "--link")
+    assert res.exit_code == 0, res.stderr
+    assert "python -m agents.question_agent" in res.stdout and (tmp_path / "work" / "adapter").is_symlink()

@@ -60,6 +60,18 @@ def timing_summary(kind: str, times: Sequence[float], limit: float) -> str:
             f"(limit {limit:g} s); over the limit: {', '.join(map(str, over)) if over else 'none'}")
 
 
+def finish(args, kind: str, output: list, records, load_s: float, deadline_s: float, limit_s: float) -> None:
+    """Write the tournament file; with --verbose, the timing summary on stderr and the .timing.json report."""
+    write_json_atomic(args.output_file, output)
+    if args.verbose:
+        times = [r.time_s for r in records]
+        print(timing_summary(kind, times, limit_s), file=sys.stderr)
+        write_json_atomic(report_path(args.output_file), {
+            "load_s": load_s, "deadline_s": deadline_s, "limit_s": limit_s, "max_s": max(times, default=0.0),
+            "items": [r.report() for r in records]})
+    print(f"wrote {len(output)} {kind} to {args.output_file}", file=sys.stderr)
+
+
 def _default_config() -> Path:
     return Path.cwd() / "agents.yaml"
 
@@ -98,14 +110,8 @@ def answer_main(argv: Sequence[str] | None = None, default_config: Path | None =
                       file=sys.stderr)
 
         records = agent.answer_all(entries, show)
-        write_json_atomic(args.output_file, [r.output() for r in records])
-        if args.verbose:
-            times = [r.time_s for r in records]
-            print(timing_summary("answers", times, ANSWER_LIMIT_S), file=sys.stderr)
-            write_json_atomic(report_path(args.output_file), {
-                "load_s": loaded.load_s, "deadline_s": cfg.answer.deadline_s, "limit_s": ANSWER_LIMIT_S,
-                "max_s": max(times, default=0.0), "items": [r.report() for r in records]})
-        print(f"wrote {len(records)} answers to {args.output_file}", file=sys.stderr)
+        finish(args, "answers", [r.output() for r in records], records, loaded.load_s, cfg.answer.deadline_s,
+               ANSWER_LIMIT_S)
         return 0
 
     return _run(main, argv)
@@ -155,15 +161,10 @@ def question_main(argv: Sequence[str] | None = None, default_config: Path | None
                       f"{rec.source}{why}", file=sys.stderr)
 
         records = agent.generate(args.num_questions, show)
-        write_json_atomic(args.output_file, [r.item for r in records])
         if args.verbose:
-            times = [r.time_s for r in records]
-            print(timing_summary("questions", times, QUESTION_LIMIT_S), file=sys.stderr)
             print(f"from the model: {sum(r.source == 'model' for r in records)}/{len(records)}", file=sys.stderr)
-            write_json_atomic(report_path(args.output_file), {
-                "load_s": loaded.load_s, "deadline_s": cfg.question.deadline_s, "limit_s": QUESTION_LIMIT_S,
-                "max_s": max(times, default=0.0), "items": [r.report() for r in records]})
-        print(f"wrote {len(records)} questions to {args.output_file}", file=sys.stderr)
+        finish(args, "questions", [r.item for r in records], records, loaded.load_s, cfg.question.deadline_s,
+               QUESTION_LIMIT_S)
         return 0
 
     return _run(main, argv)
