@@ -53,18 +53,49 @@ def thresholds(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], densitie
     return out
 
 
+class ThresholdTable:
+    """Trim thresholds of one module's adapters for any density, from one sort of each |ΔW_t| (a sweep's
+    grid points share it): the same (threshold, tied-entries-kept) pairs `thresholds` finds by selection."""
+
+    def __init__(self, bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], chunk_elements: int = CHUNK_ELEMENTS):
+        self.rows = chunk_rows(as_[0].shape[1], chunk_elements)
+        self.sorted = [chunked_product(b, a, self.rows).abs_().reshape(-1).sort(descending=True).values
+                       for b, a in zip(bs, as_)]
+        self._memo: dict[tuple[int, float], tuple[float | None, int]] = {}
+
+    def limit(self, t: int, density: float) -> tuple[float | None, int]:
+        if (t, density) not in self._memo:
+            mags = self.sorted[t]
+            numel = mags.numel()
+            k = steps.keep_count(density, numel)
+            if k >= numel:
+                out: tuple[float | None, int] = (None, 0)
+            elif k == 0:
+                out = (float("inf"), 0)
+            else:
+                thr = mags[k - 1]
+                above = int(torch.searchsorted(-mags, -thr, side="left"))  # entries strictly larger
+                out = (float(thr), k - above)
+            self._memo[(t, density)] = out
+        return self._memo[(t, density)]
+
+    def limits(self, densities: Sequence[float]) -> list[tuple[float | None, int]]:
+        return [self.limit(t, d) for t, d in enumerate(densities)]
+
+
 def ties_from_factors(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], p: MethodParams,
-                      chunk_elements: int = CHUNK_ELEMENTS) -> MergeOutput:
+                      chunk_elements: int = CHUNK_ELEMENTS, limits=None) -> MergeOutput:
     """TIES of ΔW_t = bs[t] @ as_[t] (scales already folded into bs), equal to `ties(stack, p)`.
 
     Per row chunk, adapters are folded in one at a time into running sums — Σ τ̂_t (the sum rule's
     election), the positive and negative parts, their weights and counts — so the elected sign, the
     agreeing entries' sum and their weight follow without a T-stacked tensor or extra passes over it.
+    `limits` (from a ThresholdTable) skips pass 1.
     """
     m, n = bs[0].shape[0], as_[0].shape[1]
     device = bs[0].device
     rows = chunk_rows(n, chunk_elements)
-    limits = thresholds(bs, as_, p.densities, rows)
+    limits = limits if limits is not None else thresholds(bs, as_, p.densities, rows)
     quota = [q for _, q in limits]
     merged = torch.empty((m, n), dtype=torch.float32, device=device)
     kept = nonzero = disagree = 0

@@ -10,7 +10,7 @@ from tiesmerge.merge import refactor
 from tiesmerge.merge.core import core_space, from_core
 from tiesmerge.merge.job import MergeJob
 from tiesmerge.merge.report import ModuleReport
-from tiesmerge.merge.chunked import ties_from_factors
+from tiesmerge.merge.chunked import ThresholdTable, ties_from_factors
 from tiesmerge.merge.types import MergeStats, Method, MethodParams, Space
 
 
@@ -39,13 +39,33 @@ def in_core_space(job: MergeJob, module: ModulePlan, params: MethodParams, devic
     return from_core(space, out.delta, job.rank), out.stats, None
 
 
-def in_full_space(job: MergeJob, module: ModulePlan, params: MethodParams, device: torch.device):
+class ModuleCache:
+    """One module's scaled factors and TIES trim thresholds, shared by every grid point of a sweep."""
+
+    def __init__(self, job: MergeJob, module: ModulePlan, device: torch.device):
+        self.module = module.name
+        self.factors = _scaled_factors(job, module, device)
+        self._table: ThresholdTable | None = None
+
+    @property
+    def table(self) -> ThresholdTable:
+        if self._table is None:
+            self._table = ThresholdTable(*self.factors)
+        return self._table
+
+
+def in_full_space(job: MergeJob, module: ModulePlan, params: MethodParams, device: torch.device,
+                  cache: ModuleCache | None = None):
     """The method applied to the dense ΔW stack, then a truncated SVD.
 
     Native TIES never builds the stack: it forms ΔW rows chunk by chunk from the factors (chunked.py).
+    With a ModuleCache (sweeps) the factors are not re-read and the trim thresholds come from its table.
     """
     if job.spec.method is Method.ties:
-        out = ties_from_factors(*_scaled_factors(job, module, device), params)
+        if cache is not None:
+            out = ties_from_factors(*cache.factors, params, limits=cache.table.limits(params.densities))
+        else:
+            out = ties_from_factors(*_scaled_factors(job, module, device), params)
         merged_density = float((out.delta != 0).float().mean())
         return refactor.from_dense(out.delta, job.rank), out.stats, merged_density
     deltas = torch.empty((len(module.members), module.d_out, module.d_in), dtype=torch.float32, device=device)
@@ -60,15 +80,17 @@ def in_full_space(job: MergeJob, module: ModulePlan, params: MethodParams, devic
     return refactor.from_dense(out.delta, job.rank), out.stats, merged_density
 
 
-def merge_module(job: MergeJob, module: ModulePlan, device: torch.device) -> tuple[refactor.Factorization, ModuleReport]:
-    """Merge one module over the adapters that hold it and factor the result back to LoRA."""
+def merge_module(job: MergeJob, module: ModulePlan, device: torch.device,
+                 cache: ModuleCache | None = None) -> tuple[refactor.Factorization, ModuleReport]:
+    """Merge one module over the adapters that hold it and factor the result back to LoRA.
+    `cache` (full-space TIES only) reuses the module's factors and trim thresholds across calls."""
     params = job.params_for(module)
     if job.recipe.space is Space.core:
         fac, stats, merged_density = in_core_space(job, module, params, device)
     elif job.spec.linear:
         fac, stats, merged_density = linear_concat(job, module, params, device)
     else:
-        fac, stats, merged_density = in_full_space(job, module, params, device)
+        fac, stats, merged_density = in_full_space(job, module, params, device, cache)
     stats = stats or MergeStats()
     report = ModuleReport(
         name=module.name,
