@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from tiesmerge import __version__
-from tiesmerge.cli import adapters, data, demo, deploy, eval as eval_cli, examples, inspect, merge, methods
+from tiesmerge.cli import adapters, data, demo, deploy, eval as eval_cli, examples, inspect, merge, methods, sweep
 
 app = typer.Typer(
     name="tiesmerge",
@@ -38,6 +38,7 @@ app.command("methods")(methods.methods)
 app.command("eval")(eval_cli.eval_cmd)
 app.command("demo")(demo.demo)
 app.command("deploy")(deploy.deploy)
+app.command("sweep")(sweep.sweep)
 app.add_typer(data.app, name="data")
 app.add_typer(adapters.app, name="adapters")
 app.add_typer(examples.app, name="examples")

@@ -105,6 +105,7 @@ class EvalSession:
         else:
             self._peft.load_adapter(target.path, adapter_name=name)
             if self._loaded and self._loaded != name:
+                self._peft.set_adapter(name)
                 self._peft.delete_adapter(self._loaded)
         self._peft.eval()
         self._loaded = name

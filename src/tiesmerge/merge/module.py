@@ -43,9 +43,15 @@ class ModuleCache:
     """One module's scaled factors and TIES trim thresholds, shared by every grid point of a sweep."""
 
     def __init__(self, job: MergeJob, module: ModulePlan, device: torch.device):
-        self.module = module.name
-        self.factors = _scaled_factors(job, module, device)
+        self.job, self.plan, self.device = job, module, device
+        self._factors = None
         self._table: ThresholdTable | None = None
+
+    @property
+    def factors(self):
+        if self._factors is None:  # read on first use: methods that do not use the cache never read twice
+            self._factors = _scaled_factors(self.job, self.plan, self.device)
+        return self._factors
 
     @property
     def table(self) -> ThresholdTable:

@@ -1,0 +1,1 @@
+"""Trim-threshold × λ sweeps: cheap grid points, validation-based selection, plot, resume, executors."""

@@ -1,0 +1,157 @@
+"""Run a sweep: resolve the adapters, merge the pending points in one pass, evaluate them on the validation
+split (appending each finished point), select the best, then write results.csv, sweep.png, best/ and the
+test-split report of the best point only."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from tiesmerge.adapters.writer import atomic_output_dir
+from tiesmerge.demo.progress import ProgressFactory
+from tiesmerge.devices import resolve_device
+from tiesmerge.errors import BadInputError
+from tiesmerge.eval.questions import Question
+from tiesmerge.eval.report import EvalResult, Target, write_outputs
+from tiesmerge.eval.session import EvalSession
+from tiesmerge.sweep.config import SweepAdapter, SweepConfig
+from tiesmerge.sweep.executors import EXECUTORS
+from tiesmerge.sweep.merging import merge_points
+from tiesmerge.sweep.plot import plot
+from tiesmerge.sweep.points import grid
+from tiesmerge.sweep.selection import find, point_row, select
+from tiesmerge.sweep.store import SweepStore
+
+
+@dataclass
+class SweepRun:
+    rows: list[dict]
+    best: dict
+    preset: dict | None
+    test: EvalResult
+    out: Path
+    computed: int  # points evaluated in this run (the rest were resumed)
+    seconds: dict
+
+
+def resolve_adapters(cfg: SweepConfig, progress: ProgressFactory, log: Callable[[str], None]) -> list[SweepAdapter]:
+    if isinstance(cfg.adapters, list):
+        return cfg.adapters
+    from tiesmerge.demo.config import DemoConfig
+    from tiesmerge.demo.specialists import train_specialists
+    from tiesmerge.eval.builtin.build import build
+
+    demo = DemoConfig(base=cfg.base)
+    sets = build(demo.n_per_domain, demo.data_seed, domains=demo.domains)
+    specs = train_specialists(demo, {d: sets["train"][d] for d in demo.domains}, progress, log)
+    return [SweepAdapter(name=d, path=p, domain=d) for d, p in specs.items()]
+
+
+def split_questions(cfg: SweepConfig, domains: list[str], split: str) -> list[Question]:
+    from tiesmerge.eval.loaders import load_questions
+
+    files = cfg.eval.validation if split == "validation" else cfg.eval.test
+    out: list[Question] = []
+    builtin_domains = []
+    for d in domains:
+        if d in files:
+            out += [q for q in load_questions(files[d], d, False).questions][: cfg.eval.limit]
+        elif cfg.eval.builtin:
+            builtin_domains.append(d)
+        else:
+            raise BadInputError(f"no {split} questions for domain {d!r}: add eval.{split}.{d}: FILE or builtin: true")
+    if builtin_domains:
+        from tiesmerge.eval.builtin.build import DOMAINS, build
+
+        unknown = [d for d in builtin_domains if d not in DOMAINS]
+        if unknown:
+            raise BadInputError(f"domain(s) {', '.join(unknown)} have no built-in questions; give eval.{split} files")
+        sets = build(cfg.eval.n_per_domain, cfg.eval.data_seed, domains=tuple(builtin_domains))[split]
+        for d in builtin_domains:
+            out += sets[d][: cfg.eval.limit]
+    return out
+
+
+def run_sweep(cfg: SweepConfig, out: Path, *, executor: str = "local", ray_address: str | None = None,
+              force: bool = False, progress: ProgressFactory, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+              cache_root: Path | None = None) -> SweepRun:
+    if executor not in EXECUTORS:
+        raise BadInputError(f"--executor {executor!r} is unknown; use {' or '.join(EXECUTORS)}")
+    seconds: dict[str, float] = {}
+    store = SweepStore(out, cfg, force=force)
+    adapters = resolve_adapters(cfg, progress, log)
+    specialist_of = {a.domain or a.name: a.name for a in adapters}
+    domains = sorted(specialist_of)
+    points = grid(cfg)
+    done = {r["key"] for r in store.rows()}
+    pending = [p for p in points if p.key not in done]
+    if done:
+        log(f"resuming: {len(done & {p.key for p in points})} of {len(points)} points already finished")
+
+    t0 = time.perf_counter()
+    to_merge = [p for p in pending if not store.has_adapter(p.key)]
+    if to_merge:
+        with progress(1, f"merging {len(to_merge)} points", "modules") as hook:
+            merge_points(cfg, to_merge, adapters, lambda p: store.point_dir(p.key), resolve_device(cfg.device), hook)
+    seconds["merge"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    val = split_questions(cfg, domains, "validation")
+    session = EvalSession(cfg.base, val, mode=cfg.eval.mode, batch_size=cfg.eval.batch_size, progress=progress,
+                          log=log, root=cache_root)
+    references = {"base": session.predictions(Target("base", "base"))[0]}
+    for a in adapters:
+        references[a.name] = session.predictions(Target(a.name, "adapter", str(a.path)))[0]
+    runner = EXECUTORS[executor](session, ray_address=ray_address)
+    by_key = {p.key: p for p in points}
+    with progress(len(pending), "evaluating points", "points") as hook:
+        for i, (key, preds) in enumerate(runner.map([(p.key, store.point_dir(p.key)) for p in pending])):
+            store.append(point_row(by_key[key], preds, references, specialist_of, store.merge_summary(key)))
+            hook(i + 1, len(pending), key)
+    seconds["validation"] = time.perf_counter() - t0
+
+    order = {p.key: i for i, p in enumerate(points)}
+    rows = sorted((r for r in store.rows() if r["key"] in order), key=lambda r: order[r["key"]])
+    best = select(rows, cfg.metric)
+    for r in rows:
+        r["selected"] = r["key"] == best["key"]
+    store.write_csv(rows, domains)
+    ref_acc = _reference_accuracies(references, specialist_of)
+    plot(rows, ref_acc, domains, out / "sweep.png",
+         f"{cfg.base}: {len(adapters)} adapters, validation split, best {best['key']} ({cfg.metric.value})")
+    with atomic_output_dir(out / "best", force=True) as tmp:
+        shutil.copytree(store.point_dir(best["key"]), tmp, dirs_exist_ok=True)
+
+    t0 = time.perf_counter()
+    test = split_questions(cfg, domains, "test")  # the test split is read only now, for the chosen point
+    tsession = EvalSession(cfg.base, test, mode=cfg.eval.mode, batch_size=cfg.eval.batch_size, progress=progress,
+                           log=log, root=cache_root)
+    targets = [Target("base", "base")] + [Target(a.name, "adapter", str(a.path)) for a in adapters] + \
+        [Target(f"best ({best['key']})", "merged", str(out / "best"))]
+    preset = find(rows, density=cfg.preset.get("density"), **{"lambda": cfg.preset.get("lambda", 1.0)})
+    if preset is not None and preset["key"] != best["key"]:
+        targets.append(Target(f"preset ({preset['key']})", "merged", str(store.point_dir(preset["key"]))))
+    preds = {t.name: tsession.predictions(t)[0] for t in targets}
+    result = EvalResult(targets, domains, preds, specialist_of, meta={"split": "test", "mode": cfg.eval.mode,
+                                                                      "n_questions": len(test), "base": cfg.base})
+    with atomic_output_dir(out / "test", force=True) as tmp:
+        write_outputs(result, tmp)
+    seconds["test"] = time.perf_counter() - t0
+    return SweepRun(rows, best, preset, result, out, len(pending), seconds)
+
+
+def _reference_accuracies(references, specialist_of) -> dict[str, dict[str, float]]:
+    out = {}
+    for name, preds in references.items():
+        accs: dict[str, float] = {}
+        for d in specialist_of:
+            ps = [p for p in preds if p.domain == d]
+            if ps:
+                accs[d] = sum(p.correct for p in ps) / len(ps)
+        accs["mean"] = sum(accs.values()) / len(accs) if accs else None
+        out[name] = accs
+    return out
