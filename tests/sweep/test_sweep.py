@@ -79,8 +79,8 @@ def test_every_point_equals_a_one_off_merge(sweep_yaml, tmp_path):
         assert res.exit_code == 0, res.output
         got, ref = _delta(tmp_path / "sw" / "points" / r["key"]), _delta(tmp_path / f"oneoff-{r['key']}")
         assert got.keys() == ref.keys()
-        for k in ref:
-            torch.testing.assert_close(got[k], ref[k], rtol=1e-5, atol=1e-7)
+        for k in ref:  # fp32 SVD rounding: a λ point's factors are scaled from the λ=1 SVD, not recomputed
+            torch.testing.assert_close(got[k], ref[k], rtol=1e-5, atol=1e-5 * float(ref[k].abs().max()))
     # λ scales the merged ΔW: the λ=0.5 point is half the λ=1 point at the same density
     half, full = _delta(tmp_path / "sw" / "points" / "ties-d0.3-l0.5-r4-full"), _delta(tmp_path / "sw" / "points" / "ties-d0.3-l1-r4-full")
     for k in full:

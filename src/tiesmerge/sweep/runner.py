@@ -55,11 +55,12 @@ def split_questions(cfg: SweepConfig, domains: list[str], split: str) -> list[Qu
     from tiesmerge.eval.loaders import load_questions
 
     files = cfg.eval.validation if split == "validation" else cfg.eval.test
+    limit = cfg.eval.limit if split == "validation" else cfg.eval.test_limit
     out: list[Question] = []
     builtin_domains = []
     for d in domains:
         if d in files:
-            out += [q for q in load_questions(files[d], d, False).questions][: cfg.eval.limit]
+            out += [q for q in load_questions(files[d], d, False).questions][:limit]
         elif cfg.eval.builtin:
             builtin_domains.append(d)
         else:
@@ -72,7 +73,7 @@ def split_questions(cfg: SweepConfig, domains: list[str], split: str) -> list[Qu
             raise BadInputError(f"domain(s) {', '.join(unknown)} have no built-in questions; give eval.{split} files")
         sets = build(cfg.eval.n_per_domain, cfg.eval.data_seed, domains=tuple(builtin_domains))[split]
         for d in builtin_domains:
-            out += sets[d][: cfg.eval.limit]
+            out += sets[d][:limit]
     return out
 
 
