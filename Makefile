@@ -33,6 +33,7 @@ demo: setup
 # Benchmarks (not tests): printed ratios against peers run side by side.
 bench: setup
 	$(PY) benchmarks/eval_throughput.py
+	$(PY) benchmarks/bench_sweep.py --out build/bench/sweep.json
 	$(PY) benchmarks/bench_merge.py --layers 1 --cap 900 --out build/bench
 
 # Answer / question latency on the embedded base with the demo's TIES merge (runs the demo first; cached after once).

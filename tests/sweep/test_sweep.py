@@ -193,3 +193,20 @@ def test_ray_executor_gives_the_same_points_as_local(sweep_yaml, tmp_path):
     read = lambda d: sorted((json.loads(l) for l in (d / "points.jsonl").read_text().splitlines()), key=lambda r: r["key"])
     assert read(tmp_path / "ray") == read(tmp_path / "local")
     assert (tmp_path / "ray" / "best" / "adapter_config.json").is_file()
+
+
+def test_sweep_command_bad_input_is_exit_2_one_line(tmp_path):
+    res = run_cli("sweep", tmp_path / "nope.yaml", "-o", tmp_path / "sw")
+    assert res.exit_code == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "does not exist" in lines[0] and not (tmp_path / "sw").exists()
+    res = run_cli("sweep", "demo", "-o", tmp_path / "sw", "--executor", "dask")
+    assert res.exit_code == 2 and "--executor 'dask' is unknown" in res.stderr
+
+
+def test_sweep_command_prints_the_winner(sweep_yaml, tmp_path, monkeypatch):
+    monkeypatch.setenv("TIESMERGE_CACHE", str(tmp_path / "cache"))
+    res = run_cli("sweep", sweep_yaml, "-o", tmp_path / "sw")
+    assert res.exit_code == 0, res.stderr
+    best = json.loads((tmp_path / "sw" / "points.jsonl").read_text().splitlines()[0])  # any row: keys exist
+    assert "best (normalized_mean, validation):" in res.stdout and best["key"] in res.stdout
