@@ -34,7 +34,9 @@ def _questions(path: Path, domain: str, seed: int, n: int = 6) -> Path:
 
 @pytest.fixture
 def sweep_yaml(tmp_path, tiny_base, adapter_set) -> Path:
-    files = {s: {d: str(_questions(tmp_path / f"{s}-{d}.jsonl", d, hash((s, d)) % 1000)) for d in ("alpha", "beta")}
+    import zlib
+
+    files = {s: {d: str(_questions(tmp_path / f"{s}-{d}.jsonl", d, zlib.crc32(f"{s}-{d}".encode()))) for d in ("alpha", "beta")}
              for s in ("validation", "test")}
     cfg = {
         "base": str(tiny_base),

@@ -18,7 +18,7 @@ from tiesmerge.errors import BadInputError
 from tiesmerge.eval.questions import Question
 from tiesmerge.eval.report import EvalResult, Target, write_outputs
 from tiesmerge.eval.session import EvalSession
-from tiesmerge.sweep.config import SweepAdapter, SweepConfig
+from tiesmerge.sweep.config import Metric, SweepAdapter, SweepConfig
 from tiesmerge.sweep.executors import EXECUTORS
 from tiesmerge.sweep.merging import merge_points
 from tiesmerge.sweep.plot import plot
@@ -117,7 +117,12 @@ def run_sweep(cfg: SweepConfig, out: Path, *, executor: str = "local", ray_addre
 
     order = {p.key: i for i, p in enumerate(points)}
     rows = sorted((r for r in store.rows() if r["key"] in order), key=lambda r: order[r["key"]])
-    best = select(rows, cfg.metric)
+    try:
+        best = select(rows, cfg.metric)
+    except ValueError:  # e.g. normalized accuracy is undefined when every specialist scores 0 on its domain
+        log(f"{cfg.metric.value} is undefined for every point (a specialist scores 0 on its own domain); "
+            "choosing by accuracy_mean")
+        best = select(rows, Metric.accuracy_mean)
     for r in rows:
         r["selected"] = r["key"] == best["key"]
     store.write_csv(rows, domains)
