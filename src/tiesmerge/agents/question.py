@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from tiesmerge.agents.answer import AnswerAgent
+from tiesmerge.agents.answer import AnswerAgent, parse_entry
 from tiesmerge.agents.config import QuestionSettings
 from tiesmerge.agents.deadline import Deadline, DeadlineExceeded, DeadlineStopping, hard_limit
 from tiesmerge.agents.fallback import FallbackPool, normalize_text
@@ -139,8 +139,6 @@ class QuestionAgent:
 
 
 def _as_question(item: dict):
-    from tiesmerge.agents.answer import parse_entry
-
     return parse_entry({"question": item["question"], "choices": item["choices"]})
 
 

@@ -57,13 +57,9 @@ class EvalSession:
         digest = adapter_digest(Path(target.path)) if target.path else None
         return cache_key("eval", EVAL_VERSION, self.base, digest, self.qkey, self.mode, self.batch_size)
 
-    def cached(self, target: Target) -> list[Prediction] | None:
-        rows = read_json("evals", target.name, self.key(target), self.root)
-        return _from_rows(rows) if rows is not None and len(rows) == len(self.questions) else None
-
     def predictions(self, target: Target) -> tuple[list[Prediction], bool]:
         """(predictions, whether they came from the cache)."""
-        key = self.key(target)
+        key = self.key(target)  # hashes the adapter's files once per call
         rows = read_json("evals", target.name, key, self.root)
         if rows is not None and len(rows) == len(self.questions):
             return _from_rows(rows), True

@@ -10,7 +10,7 @@ never exists: peak memory is the merged ΔW plus one ΔW_t and its magnitudes, p
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -33,24 +33,24 @@ def chunked_product(b: torch.Tensor, a: torch.Tensor, rows: int) -> torch.Tensor
     return out
 
 
+def trim_limit(magnitudes: Callable[[], torch.Tensor], numel: int, density: float) -> tuple[float | None, int]:
+    """(threshold or None for keep-all, number of entries equal to it that are kept) of one ΔW at `density`;
+    `magnitudes()` (|ΔW| flattened) is only called when a threshold is needed."""
+    k = steps.keep_count(density, numel)
+    if k >= numel:
+        return (None, 0)
+    if k == 0:
+        return (float("inf"), 0)
+    mag = magnitudes()
+    thr = steps.kth_largest(mag, k)
+    return (float(thr), k - int((mag > thr).sum()))
+
+
 def thresholds(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], densities: Sequence[float], rows: int):
     """Per adapter: (threshold or None for keep-all, number of entries equal to it that are kept)."""
-    out = []
-    for b, a, density in zip(bs, as_, densities):
-        numel = b.shape[0] * a.shape[1]
-        k = steps.keep_count(density, numel)
-        if k >= numel:
-            out.append((None, 0))
-            continue
-        if k == 0:
-            out.append((float("inf"), 0))
-            continue
-        mag = chunked_product(b, a, rows).abs_().reshape(-1)
-        thr = steps.kth_largest(mag, k)
-        above = int((mag > thr).sum())
-        out.append((float(thr), k - above))
-        del mag
-    return out
+    return [trim_limit(lambda b=b, a=a: chunked_product(b, a, rows).abs_().reshape(-1), b.shape[0] * a.shape[1],
+                       density)
+            for b, a, density in zip(bs, as_, densities)]
 
 
 class ThresholdTable:
@@ -65,17 +65,7 @@ class ThresholdTable:
 
     def limit(self, t: int, density: float) -> tuple[float | None, int]:
         if (t, density) not in self._memo:
-            mag = self.mags[t]
-            numel = mag.numel()
-            k = steps.keep_count(density, numel)
-            if k >= numel:
-                out: tuple[float | None, int] = (None, 0)
-            elif k == 0:
-                out = (float("inf"), 0)
-            else:
-                thr = steps.kth_largest(mag, k)
-                out = (float(thr), k - int((mag > thr).sum()))
-            self._memo[(t, density)] = out
+            self._memo[(t, density)] = trim_limit(lambda: self.mags[t], self.mags[t].numel(), density)
         return self._memo[(t, density)]
 
     def limits(self, densities: Sequence[float]) -> list[tuple[float | None, int]]:
