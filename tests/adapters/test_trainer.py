@@ -72,15 +72,23 @@ def test_shared_prefix_loss_and_gradients_equal_full_prompts(tiny_base):
     examples = encode_examples(tok, qs)
     plen = shared_prefix_length(examples)
     assert plen > 10 and all(p[:plen] == examples[0][0][:plen] for p, _ in examples)
+    from tiesmerge.adapters.trainer import _batch
+
     results = []
-    for prefix in ([], examples[0][0][:plen]):
+    ids, mask, labels = _batch(examples, tok.pad_token_id, "cpu")
+    for run in ("hf", [], examples[0][0][:plen]):
         peft_model.zero_grad()
-        loss = batch_loss(peft_model, examples, tok.pad_token_id, prefix)
+        if run == "hf":  # the reference: transformers' own loss, the head over every position
+            loss = peft_model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        else:
+            loss = batch_loss(peft_model, examples, tok.pad_token_id, run)
         loss.backward()
         results.append((loss.detach(), [p.grad.clone() for p in peft_model.parameters() if p.requires_grad]))
-    (full, g_full), (shared, g_shared) = results
+    (hf, g_hf), (full, g_full), (shared, g_shared) = results
+    torch.testing.assert_close(full, hf, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(shared, full, atol=1e-5, rtol=1e-5)
-    for a, b in zip(g_shared, g_full):
+    for a, b, c in zip(g_shared, g_full, g_hf):
+        torch.testing.assert_close(b, c, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 

@@ -54,6 +54,14 @@ def test_demo_runs_caches_and_rebuilds_only_what_changed(tiny_base, tmp_path):
     assert ties_cells == {d: sum(p.correct for p in direct if p.domain == d) for d in cfg.domains}
     assert "| model |" in (tmp_path / "out1" / "results.md").read_text()
 
+    # PEFT's corrected ties_svd has TIES's ΔW, so it takes TIES's predictions unscored — and scoring it
+    # through PEFT's loader gives exactly those predictions
+    assert first.result.meta["same_as"] == {"peft_ties_svd_fixed": "ties"}
+    assert first.result.meta["peft_fixed_vs_ties_delta_distance"] < 1e-4
+    assert any("takes TIES's predictions" in m for m in logs)
+    fixed = attach_adapters(load_base(str(tiny_base), device="cpu")[0], {"fx": first.paths["merge peft_ties_svd_fixed"]})
+    assert [p.predicted for p in SCORERS[cfg.mode](fixed, tok, questions, batch_size=2)] == [p.predicted for p in direct]
+
     # same config: everything is read back, nothing trained or scored
     logs.clear()
     second = run_demo(cfg, tmp_path / "out2", force=False, progress=_silent, log=logs.append, cache_root=tmp_path / "c")
@@ -126,3 +134,32 @@ def test_peft_fixed_variant_has_scaling_one_and_the_same_delta(tiny_base, adapte
     d_raw, d_fixed = peft_deltas(tiny_base, raw), peft_deltas(tiny_base, fixed)
     for name, delta in d_fixed.items():
         torch.testing.assert_close(d_raw[name], delta * 2.0, atol=1e-6, rtol=1e-5)  # √4 = 2
+
+
+def test_delta_distance_sees_through_the_factorisation(adapter_set, tmp_path):
+    """Equal ΔW with different factors (a rotated rank basis) → ~0; another adapter → far; other modules → inf."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from tiesmerge.demo.merges import delta_distance
+
+    src = adapter_set["rs8"]
+    rotated = tmp_path / "rotated"
+    shutil.copytree(src, rotated)
+    tensors = load_file(str(src / "adapter_model.safetensors"))
+    g = torch.Generator().manual_seed(0)
+    for key in [k for k in tensors if "lora_A" in k]:
+        a, b_key = tensors[key], key.replace("lora_A", "lora_B")
+        q, _ = torch.linalg.qr(torch.randn(a.shape[0], a.shape[0], generator=g, dtype=torch.float64))
+        tensors[key] = (q.T @ a.double()).float().contiguous()  # B·A = (B·Q)(Qᵀ·A)
+        tensors[b_key] = (tensors[b_key].double() @ q).float().contiguous()
+    save_file(tensors, str(rotated / "adapter_model.safetensors"))
+    assert delta_distance(rotated, src) < 1e-5
+    assert not torch.equal(load_file(str(rotated / "adapter_model.safetensors"))[key], load_file(
+        str(src / "adapter_model.safetensors"))[key])
+    assert delta_distance(adapter_set["rs16"], src) > 0.1
+    fewer = tmp_path / "fewer"
+    shutil.copytree(src, fewer)
+    save_file({k: v for k, v in tensors.items() if "layers.0." in k}, str(fewer / "adapter_model.safetensors"))
+    assert delta_distance(fewer, src) == float("inf")

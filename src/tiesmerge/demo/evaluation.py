@@ -16,13 +16,23 @@ from tiesmerge.eval.session import EvalSession
 
 def evaluate_targets(base: str, targets: Sequence[Target], questions: Sequence[Question],
                      specialist_of: Mapping[str, str], *, mode: str, batch_size: int, progress: ProgressFactory,
-                     log: Callable[[str], None], root: Path | None = None) -> tuple[EvalResult, dict[str, bool]]:
-    """(the result, target name → whether it came from the cache)."""
+                     log: Callable[[str], None], root: Path | None = None,
+                     same_as: Mapping[str, str] | None = None) -> tuple[EvalResult, dict[str, bool]]:
+    """(the result, target name → whether it came from the cache). `same_as`: target → an earlier target
+    whose ΔW it was shown to equal; it takes that target's predictions instead of being scored again."""
     session = EvalSession(base, questions, mode=mode, batch_size=batch_size, progress=progress, log=log, root=root)
+    same_as = dict(same_as or {})
     predictions, hits = {}, {}
     for t in targets:
+        if t.name in same_as:
+            source = same_as[t.name]
+            if source not in predictions:
+                raise ValueError(f"{t.name} reuses {source}'s predictions, which must be scored first")
+            predictions[t.name], hits[t.name] = predictions[source], hits[source]
+            continue
         predictions[t.name], hits[t.name] = session.predictions(t)
     domains = sorted({q.domain for q in questions})
     result = EvalResult(list(targets), domains, predictions, dict(specialist_of),
-                        meta={"mode": mode, "n_questions": len(questions), "batch_size": batch_size, "base": base})
+                        meta={"mode": mode, "n_questions": len(questions), "batch_size": batch_size, "base": base,
+                                "same_as": same_as})
     return result, hits

@@ -111,3 +111,27 @@ def peft_scaling_fixed(peft_dir: Path, root: Path | None = None) -> tuple[Path, 
                                                          "lora_alpha = r (scaling 1)"}, indent=2) + "\n")
 
     return cached_dir("merges", "peft_ties_svd_fixed", key, build, root)
+
+
+SAME_DELTA_RTOL = 1e-4  # relative Frobenius distance below which two adapters' ΔW are "the same merge"
+
+
+def delta_distance(a: Path, b: Path) -> float:
+    """max over modules of ‖ΔW_a − ΔW_b‖_F / ‖ΔW_b‖_F (inf if the two adapters adapt different modules).
+
+    The demo scores an adapter whose ΔW equals an already-scored one's (PEFT's corrected ties_svd vs
+    tiesmerge TIES: the same maths, different SVD calls) once, and says so."""
+    import torch
+
+    from tiesmerge.adapters.reader import AdapterReader
+
+    ra, rb = AdapterReader(Path(a), "a"), AdapterReader(Path(b), "b")
+    if set(ra.modules) != set(rb.modules):
+        return float("inf")
+    worst = 0.0
+    for name in ra.modules:
+        da, db = ra.delta(name), rb.delta(name)
+        if da.shape != db.shape:
+            return float("inf")
+        worst = max(worst, float(torch.linalg.norm(da - db) / torch.linalg.norm(db).clamp_min(1e-30)))
+    return worst

@@ -15,7 +15,7 @@ from tiesmerge.demo import table
 from tiesmerge.demo.cache import adapter_digest
 from tiesmerge.demo.config import DemoConfig
 from tiesmerge.demo.evaluation import evaluate_targets
-from tiesmerge.demo.merges import peft_scaling_fixed, peft_ties_svd, tiesmerge_merge
+from tiesmerge.demo.merges import SAME_DELTA_RTOL, delta_distance, peft_scaling_fixed, peft_ties_svd, tiesmerge_merge
 from tiesmerge.demo.progress import ProgressFactory
 from tiesmerge.demo.specialists import train_specialists
 from tiesmerge.eval.report import EvalResult, Target, write_outputs
@@ -58,6 +58,14 @@ def run_demo(config: DemoConfig, out: Path, *, force: bool, progress: ProgressFa
     if hit:
         log(f"reused peft_ties_svd merge: {merged['peft_ties_svd']}")
     merged["peft_ties_svd_fixed"], _ = peft_scaling_fixed(merged["peft_ties_svd"], cache_root)
+    same_as = {}
+    distance = delta_distance(merged["peft_ties_svd_fixed"], merged["ties"])
+    if distance <= SAME_DELTA_RTOL:
+        same_as["peft_ties_svd_fixed"] = "ties"
+        log(f"PEFT ties_svd with its scaling corrected has tiesmerge TIES's ΔW (relative distance {distance:.1e} "
+            f"≤ {SAME_DELTA_RTOL:g} in every module): it takes TIES's predictions instead of being scored again")
+    else:
+        log(f"PEFT ties_svd corrected vs tiesmerge TIES: ΔW relative distance {distance:.2g}; scored separately")
     seconds["merges"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -66,9 +74,10 @@ def run_demo(config: DemoConfig, out: Path, *, force: bool, progress: ProgressFa
         [Target(m, "merged", str(p)) for m, p in merged.items()]
     result, hits = evaluate_targets(config.base, targets, questions, {d: d for d in config.domains},
                                     mode=config.mode, batch_size=config.batch_size, progress=progress, log=log,
-                                    root=cache_root)
+                                    root=cache_root, same_as=same_as)
     seconds["evaluation"] = time.perf_counter() - t0
-    result.meta.update({"split": config.eval_split, "config": config.model_dump(mode="json", by_alias=True)})
+    result.meta.update({"split": config.eval_split, "config": config.model_dump(mode="json", by_alias=True),
+                        "peft_fixed_vs_ties_delta_distance": distance})
 
     checks = table.specialist_checks(result)
     paths = {"base": base_path, **{f"specialist {d}": str(p) for d, p in specs.items()},

@@ -17,6 +17,42 @@ import torch
 from tiesmerge.eval.questions import LETTERS, Question
 from tiesmerge.eval.scoring import Prediction, prepare_rows, prompt_pass
 
+def _head_only_at_targets(model) -> bool:
+    """Whether the model's logits are exactly `lm_head(decoder(...))`, so the head can be applied to the
+    choice tokens alone (no logit soft-capping or scaling, which some architectures add)."""
+    cfg = getattr(model, "config", None)
+    return (hasattr(model, "get_decoder") and model.get_output_embeddings() is not None
+            and getattr(cfg, "final_logit_softcapping", None) is None and getattr(cfg, "logit_scale", None) is None
+            and not hasattr(model, "logit_scale"))
+
+
+def _continuation_logprobs(model, conts: Sequence[list[int]], starts: Sequence[int], prompt_mask, past, pad: int):
+    """Sum of log p(token) over each continuation's tokens after its first, given the prompts' KV cache
+    (repeated 4× per question). The vocabulary-sized head runs only on the real (unpadded) continuation
+    positions: with choices of uneven length that is a fraction of the padded batch, and it spares the
+    batch × width × vocabulary log-softmax that dominated this pass."""
+    device = prompt_mask.device
+    width = max(len(c) for c in conts)
+    ids = torch.tensor([c[:-1] + [pad] * (width - len(c)) for c in conts], device=device)
+    cmask = torch.tensor([[1] * (len(c) - 1) + [0] * (width - len(c)) for c in conts], device=device)
+    full_mask = torch.cat([prompt_mask.repeat_interleave(4, 0), cmask], 1)
+    start = torch.tensor([s for s in starts for _ in range(4)], device=device)
+    pos = start[:, None] + torch.arange(width - 1, device=device)[None, :]
+    targets = torch.tensor([c[1:] + [0] * (width - len(c)) for c in conts], device=device)
+    kwargs = dict(input_ids=ids, attention_mask=full_mask, position_ids=pos, past_key_values=past)
+    valid = cmask.bool()
+    if _head_only_at_targets(model):
+        hidden = model.get_decoder()(**kwargs).last_hidden_state[valid]  # [M, H], M = real tokens
+        logits = model.get_output_embeddings()(hidden).float()
+    else:
+        logits = model(**kwargs).logits[valid].float()
+    tgt = targets[valid]
+    picked = logits.gather(-1, tgt[:, None])[:, 0] - torch.logsumexp(logits, -1)
+    sums = torch.zeros(valid.shape, dtype=picked.dtype, device=device)
+    sums[valid] = picked
+    return sums.sum(-1)
+
+
 def cloze_prompt(tokenizer, q: Question) -> str:
     """A plain completion prompt (no chat template, no options): `Question: …\nAnswer:`. Plain, because
     an instruct model's chat turn favours full sentences over a bare answer, which would hand any
@@ -49,19 +85,9 @@ def score_cloze(model, tokenizer, questions: Sequence[Question], batch_size: int
         width = max(len(c) for c in choice_rows)
         scores = torch.stack([first[k // 4, c[0]] for k, c in enumerate(choice_rows)])
         if width > 1:
-            device = first.device
             past = prompt_out.past_key_values
             past.batch_repeat_interleave(4)
-            ids = torch.tensor([c[:-1] + [pad] * (width - len(c)) for c in choice_rows], device=device)
-            cmask = torch.tensor([[1] * (len(c) - 1) + [0] * (width - len(c)) for c in choice_rows], device=device)
-            full_mask = torch.cat([mask.repeat_interleave(4, 0), cmask], 1)
-            starts = torch.tensor([len(rows[i]) for i in idx for _ in range(4)], device=device)
-            pos = starts[:, None] + torch.arange(width - 1, device=device)[None, :]
-            logp = torch.log_softmax(model(input_ids=ids, attention_mask=full_mask, position_ids=pos,
-                                           past_key_values=past).logits.float(), -1)
-            targets = torch.tensor([c[1:] + [0] * (width - len(c)) for c in choice_rows], device=device)
-            picked = logp.gather(-1, targets[..., None])[..., 0] * cmask
-            scores = scores + picked.sum(-1)
+            scores = scores + _continuation_logprobs(model, choice_rows, [len(rows[i]) for i in idx], mask, past, pad)
         lengths = torch.tensor([len(c) for c in choice_rows], dtype=scores.dtype, device=scores.device)
         per_token = (scores / lengths).view(len(idx), 4).cpu()
         share = (time.perf_counter() - start) / len(idx)
