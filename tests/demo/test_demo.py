@@ -83,27 +83,37 @@ def test_demo_runs_caches_and_rebuilds_only_what_changed(tiny_base, tmp_path):
     assert card["saved_r"] == 2 and card["density"] == 0.5
 
 
-def _result(acc: dict[str, dict[str, int]], n: int = 100) -> EvalResult:
-    """An EvalResult whose (target, domain) cells have the given numbers correct out of n."""
+def _result(acc: dict[str, dict[str, range]], n: int = 100) -> EvalResult:
+    """An EvalResult in which each (target, domain) gets exactly the questions numbered in the range right."""
     preds = {}
     for target, cells in acc.items():
-        preds[target] = [Prediction(f"{d}{i}", d, "A" if i < k else "B", "A", None, 0.0)
-                         for d, k in cells.items() for i in range(n)]
+        preds[target] = [Prediction(f"{d}{i}", d, "A" if i in right else "B", "A", None, 0.0)
+                         for d, right in cells.items() for i in range(n)]
     targets = [Target("base", "base")] + [Target(t, "adapter") for t in acc if t != "base"]
     return EvalResult(targets, ["code", "math"], preds, {"math": "math", "code": "code"})
 
 
-def test_specialist_checks_need_ci_separation_and_the_largest_own_gain():
-    res = _result({"base": {"math": 25, "code": 25},
-                   "math": {"math": 45, "code": 30},   # +20 own, +5 other, CIs apart → ok
-                   "code": {"math": 40, "code": 35}})  # +10 own but +15 on math → not specialised
+def test_specialist_checks_need_a_paired_gain_beyond_its_interval_and_the_largest_own_gain():
+    res = _result({"base": {"math": range(25), "code": range(25)},
+                   "math": {"math": range(45), "code": range(30)},       # +20 own (20 won, 0 lost), +5 other → ok
+                   "code": {"math": range(40), "code": range(10, 35)}})  # +10 own (won 10, lost 10), +15 on math
     checks = {c.domain: c for c in table.specialist_checks(res)}
-    assert checks["math"].ok and checks["math"].own_gain == pytest.approx(0.20)
-    assert checks["math"].best_other_gain == pytest.approx(0.05)
-    assert not checks["code"].specialised and not checks["code"].beats_base  # 35/100 vs 25/100 overlap
-    assert not checks["code"].ok
+    m, c = checks["math"], checks["code"]
+    assert m.ok and m.own_gain == pytest.approx(0.20) and m.best_other_gain == pytest.approx(0.05)
+    # by hand: b = 20, c = 0, n = 100 → half-width 1.96·√(20 − 400/100)/100 = 0.0784
+    assert m.gain_ci95 == pytest.approx((0.20 - 0.0784, 0.20 + 0.0784), abs=1e-4) and m.intervals_apart
+    # code: b = 10 (25..34), c = 10 (0..9) → gain 0, half-width 1.96·√20/100 = 0.0877
+    assert c.own_gain == pytest.approx(0.0) and c.gain_ci95 == pytest.approx((-0.0877, 0.0877), abs=1e-4)
+    assert not c.beats_base and not c.specialised and not c.ok and not c.intervals_apart
+    # a paired gain can clear its interval while the two accuracies' own intervals still overlap
+    res = _result({"base": {"math": range(25), "code": range(25)}, "math": {"math": range(37), "code": range(25)},
+                   "code": {"math": range(25), "code": range(40)}})
+    m = {c.domain: c for c in table.specialist_checks(res)}["math"]
+    assert m.beats_base and not m.intervals_apart and m.ok  # 12 won, 0 lost: half-width 1.96·√(12 − 1.44)/100 = 0.0637
+    lines = table.check_lines([m])
+    assert "paired 95% CI +5.6 to +18.4" in lines[0] and "still overlap" in lines[0] and lines[0].endswith("→ ok")
     header, rows = table.matrix_rows(res)
-    assert header == ["model", "code", "math", "mean"] and rows[1][2].startswith("45.0*")
+    assert header == ["model", "code", "math", "mean"] and rows[1][2].startswith("37.0*")
 
 
 def test_demo_config_errors_are_one_line(tmp_path):

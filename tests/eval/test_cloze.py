@@ -28,8 +28,8 @@ def test_cloze_matches_reference_batched_and_with_an_adapter(tiny_base, adapter_
     for name in (None, "rs8"):
         with using(peft, model, name) as m:
             want = torch.tensor([reference(m, tok, q) for q in QUESTIONS], dtype=torch.float64)
-            for bs in (1, 3):
-                got = score_cloze(m, tok, QUESTIONS, batch_size=bs)
+            for bs, chunks in ((1, 1), (3, 1), (3, 2), (4, 3)):
+                got = score_cloze(m, tok, QUESTIONS, batch_size=bs, choice_chunks=chunks)
                 assert_close(torch.tensor([p.logprobs for p in got], dtype=torch.float64), want, atol=2e-5, rtol=0)
                 assert [p.predicted for p in got] == ["ABCD"[int(r.argmax())] for r in want]
                 assert [p.question_id for p in got] == [q.id for q in QUESTIONS]

@@ -11,7 +11,7 @@ from tiesmerge.demo.progress import ProgressFactory
 from tiesmerge.demo.config import DemoConfig, cache_key
 from tiesmerge.eval.questions import Question
 
-TRAINER_VERSION = 2  # bump when the trainer's numbers change, so cached specialists are rebuilt
+TRAINER_VERSION = 3  # bump when the trainer's numbers change, so cached specialists are rebuilt
 
 
 

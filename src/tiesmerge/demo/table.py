@@ -4,6 +4,7 @@ for the terminal and as Markdown for the README."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -19,13 +20,40 @@ class SpecialistCheck:
     domain: str
     name: str
     own_gain: float  # specialist − base on its own domain
+    gain_ci95: tuple[float, float]  # paired 95% interval of that gain (the same questions scored by both)
     best_other_gain: float  # its largest gain on another domain
-    beats_base: bool  # the 95% intervals do not overlap
+    intervals_apart: bool  # the two accuracies' own 95% (Wilson) intervals do not overlap (a stricter test)
     specialised: bool  # own gain > every other gain
+
+    @property
+    def beats_base(self) -> bool:
+        """The gain is larger than its 95% interval's half-width: the interval lies above zero."""
+        return self.gain_ci95[0] > 0
 
     @property
     def ok(self) -> bool:
         return self.beats_base and self.specialised
+
+
+def paired_gain_interval(result: EvalResult, target: str, reference: str, domain: str,
+                         z: float = 1.959964) -> tuple[float, float]:
+    """95% interval of accuracy(target) − accuracy(reference) on the same questions of `domain`.
+
+    Paired (each question scored by both models): only the discordant questions carry information —
+    b won by the target alone, c by the reference alone — and the gain (b − c)/n has standard error
+    √(b + c − (b − c)²/n)/n (the Wald interval behind McNemar's test). Comparing the two models' own
+    intervals instead treats them as independent samples and needs a gap ~1.4× larger."""
+    ref = {p.question_id: p.correct for p in result.predictions[reference] if p.domain == domain}
+    pairs = [(p.correct, ref[p.question_id]) for p in result.predictions[target]
+             if p.domain == domain and p.question_id in ref]
+    n = len(pairs)
+    if n == 0:
+        return (float("nan"), float("nan"))
+    b = sum(t and not r for t, r in pairs)
+    c = sum(r and not t for t, r in pairs)
+    gain = (b - c) / n
+    half = z * math.sqrt(max(b + c - (b - c) ** 2 / n, 0.0)) / n
+    return (gain - half, gain + half)
 
 
 def specialist_checks(result: EvalResult) -> list[SpecialistCheck]:
@@ -35,8 +63,9 @@ def specialist_checks(result: EvalResult) -> list[SpecialistCheck]:
         own = result.cell(name, domain)
         gains = {d: result.accuracy(name, d) - result.accuracy("base", d) for d in result.domains}
         others = [g for d, g in gains.items() if d != domain]
-        out.append(SpecialistCheck(domain, name, gains[domain], max(others) if others else 0.0,
-                                   own["ci95"][0] > base["ci95"][1], all(gains[domain] > g for g in others)))
+        out.append(SpecialistCheck(domain, name, gains[domain], paired_gain_interval(result, name, "base", domain),
+                                   max(others) if others else 0.0, own["ci95"][0] > base["ci95"][1],
+                                   all(gains[domain] > g for g in others)))
     return out
 
 
@@ -94,7 +123,10 @@ def check_lines(checks: Sequence[SpecialistCheck]) -> list[str]:
     lines = []
     for c in checks:
         verdict = "ok" if c.ok else "NOT SPECIALISED"
-        lines.append(f"{c.name}: own-domain gain {100 * c.own_gain:+.1f} pts, best other {100 * c.best_other_gain:+.1f} pts; "
-                     f"beats base beyond 95% CI: {'yes' if c.beats_base else 'no'}; "
+        lo, hi = c.gain_ci95
+        lines.append(f"{c.name}: own-domain gain {100 * c.own_gain:+.1f} pts (paired 95% CI {100 * lo:+.1f} to "
+                     f"{100 * hi:+.1f}), best other {100 * c.best_other_gain:+.1f} pts; beats base beyond the 95% "
+                     f"interval: {'yes' if c.beats_base else 'no'} (the two accuracies' own intervals "
+                     f"{'also' if c.intervals_apart else 'still'} {'apart' if c.intervals_apart else 'overlap'}); "
                      f"own gain largest: {'yes' if c.specialised else 'no'} → {verdict}")
     return lines

@@ -9,6 +9,7 @@ choice's log-likelihood."""
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Callable, Sequence
 
@@ -16,6 +17,9 @@ import torch
 
 from tiesmerge.eval.questions import LETTERS, Question
 from tiesmerge.eval.scoring import Prediction, prepare_rows, prompt_pass
+
+CHOICE_CHUNKS = 2  # choice passes per batch (rows sorted by length); 1 pads every row to the longest
+
 
 def _head_only_at_targets(model) -> bool:
     """Whether the model's logits are exactly `lm_head(decoder(...))`, so the head can be applied to the
@@ -26,18 +30,18 @@ def _head_only_at_targets(model) -> bool:
             and not hasattr(model, "logit_scale"))
 
 
-def _continuation_logprobs(model, conts: Sequence[list[int]], starts: Sequence[int], prompt_mask, past, pad: int):
-    """Sum of log p(token) over each continuation's tokens after its first, given the prompts' KV cache
-    (repeated 4× per question). The vocabulary-sized head runs only on the real (unpadded) continuation
-    positions: with choices of uneven length that is a fraction of the padded batch, and it spares the
-    batch × width × vocabulary log-softmax that dominated this pass."""
+def _continuation_logprobs(model, conts: Sequence[list[int]], starts: torch.Tensor, prompt_mask: torch.Tensor, past,
+                           pad: int) -> torch.Tensor:
+    """Sum of log p(token) over each continuation's tokens after its first, given its prompt's KV cache
+    (`past`, `prompt_mask` and `starts` have one row per continuation). The vocabulary-sized head runs
+    only on the real (unpadded) continuation positions: that spares the batch × width × vocabulary
+    log-softmax that dominated this pass."""
     device = prompt_mask.device
     width = max(len(c) for c in conts)
     ids = torch.tensor([c[:-1] + [pad] * (width - len(c)) for c in conts], device=device)
     cmask = torch.tensor([[1] * (len(c) - 1) + [0] * (width - len(c)) for c in conts], device=device)
-    full_mask = torch.cat([prompt_mask.repeat_interleave(4, 0), cmask], 1)
-    start = torch.tensor([s for s in starts for _ in range(4)], device=device)
-    pos = start[:, None] + torch.arange(width - 1, device=device)[None, :]
+    full_mask = torch.cat([prompt_mask, cmask], 1)
+    pos = starts.to(device)[:, None] + torch.arange(width - 1, device=device)[None, :]
     targets = torch.tensor([c[1:] + [0] * (width - len(c)) for c in conts], device=device)
     kwargs = dict(input_ids=ids, attention_mask=full_mask, position_ids=pos, past_key_values=past)
     valid = cmask.bool()
@@ -51,6 +55,29 @@ def _continuation_logprobs(model, conts: Sequence[list[int]], starts: Sequence[i
     sums = torch.zeros(valid.shape, dtype=picked.dtype, device=device)
     sums[valid] = picked
     return sums.sum(-1)
+
+
+def _choice_pass(model, choice_rows: Sequence[list[int]], starts: torch.Tensor, prompt_mask: torch.Tensor, past,
+                 pad: int, chunks: int) -> torch.Tensor:
+    """log p of every choice row's tokens after the first (rows: 4 per question, in question order).
+
+    Rows are sorted by length and run in `chunks` passes, each padded only to its own longest row: the
+    four choices of one question often differ in length (`12` vs `1.234e+05`), and one pass padded to
+    the batch's longest choice computed ~40 % padding. Each pass takes its rows' prompt caches by index."""
+    device = prompt_mask.device
+    out = torch.zeros(len(choice_rows), dtype=torch.float32, device=device)
+    order = sorted(range(len(choice_rows)), key=lambda r: len(choice_rows[r]))
+    order = [r for r in order if len(choice_rows[r]) > 1]  # one-token choices were scored by the prompt pass
+    size = -(-len(order) // max(1, chunks)) if order else 1
+    parts = [order[i: i + size] for i in range(0, len(order), size)]
+    for j, part in enumerate(parts):
+        rows = torch.tensor(part, device=device)
+        qidx = rows // 4
+        cache = past if j == len(parts) - 1 else copy.deepcopy(past)
+        cache.reorder_cache(qidx)
+        out[rows] = _continuation_logprobs(model, [choice_rows[r] for r in part], starts[qidx], prompt_mask[qidx],
+                                           cache, pad).float()
+    return out
 
 
 def cloze_prompt(tokenizer, q: Question) -> str:
@@ -69,7 +96,8 @@ def answer_ids(tokenizer, text: str) -> list[int]:
 
 @torch.no_grad()
 def score_cloze(model, tokenizer, questions: Sequence[Question], batch_size: int = 16,
-                progress: Callable[[int], None] | None = None, reuse_prefix: bool = True) -> list[Prediction]:
+                progress: Callable[[int], None] | None = None, reuse_prefix: bool = True,
+                choice_chunks: int = CHOICE_CHUNKS) -> list[Prediction]:
     questions = list(questions)
     rows, plen, cache = prepare_rows(model, tokenizer, [cloze_prompt(tokenizer, q) for q in questions], reuse_prefix)
     conts = [[answer_ids(tokenizer, c) for c in q.choices] for q in questions]
@@ -85,9 +113,9 @@ def score_cloze(model, tokenizer, questions: Sequence[Question], batch_size: int
         width = max(len(c) for c in choice_rows)
         scores = torch.stack([first[k // 4, c[0]] for k, c in enumerate(choice_rows)])
         if width > 1:
-            past = prompt_out.past_key_values
-            past.batch_repeat_interleave(4)
-            scores = scores + _continuation_logprobs(model, choice_rows, [len(rows[i]) for i in idx], mask, past, pad)
+            starts = torch.tensor([len(rows[i]) for i in idx])
+            scores = scores + _choice_pass(model, choice_rows, starts, mask, prompt_out.past_key_values, pad,
+                                           choice_chunks).to(scores.dtype)
         lengths = torch.tensor([len(c) for c in choice_rows], dtype=scores.dtype, device=scores.device)
         per_token = (scores / lengths).view(len(idx), 4).cpu()
         share = (time.perf_counter() - start) / len(idx)

@@ -17,7 +17,7 @@ from tiesmerge.eval.questions import Question
 from tiesmerge.eval.report import Target
 from tiesmerge.eval.scoring import Prediction
 
-EVAL_VERSION = 1
+EVAL_VERSION = 2
 
 
 def questions_digest(questions: Sequence[Question]) -> str:
