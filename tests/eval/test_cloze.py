@@ -47,3 +47,18 @@ def test_cloze_picks_the_choice_a_biased_head_prefers(tiny_base):
     model.lm_head = head
     preds = score_cloze(model, tok, QUESTIONS, batch_size=2)
     assert preds[-1].predicted == "D"  # "Pick D": choices w, x, y, z — only "z" is likely
+
+
+def test_models_with_capped_or_scaled_logits_take_the_full_model_path(tiny_base):
+    """Logit soft-capping or scaling (Gemma 2, Cohere) makes head(decoder(x)) ≠ logits: cloze scoring and the
+    trainer's answer loss must then run the whole model. (The tiny Llama ignores the flag, so the numbers
+    must still equal the reference through that path.)"""
+    from tiesmerge.eval.scoring import plain_lm_head
+
+    model, tok = load_base(str(tiny_base), device="cpu")
+    assert plain_lm_head(model)
+    model.config.final_logit_softcapping = 30.0
+    assert not plain_lm_head(model)
+    want = torch.tensor([reference(model, tok, q) for q in QUESTIONS], dtype=torch.float64)
+    got = score_cloze(model, tok, QUESTIONS, batch_size=3)
+    assert_close(torch.tensor([p.logprobs for p in got], dtype=torch.float64), want, atol=2e-5, rtol=0)

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import torch
 
 from tiesmerge.eval.questions import Question
-from tiesmerge.eval.scoring import build_prompt, common_prefix
+from tiesmerge.eval.scoring import build_prompt, common_prefix, plain_lm_head
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -91,9 +91,7 @@ def _answer_loss(model, labels: torch.Tensor, **kwargs) -> torch.Tensor:
     FLOPs per token, and a [batch, length, vocabulary] log-softmax) runs on the few answer positions
     instead of every prompt token. Falls back to the full head for models whose logits are not plainly
     `head(decoder(...))` (soft-capping, logit scaling)."""
-    from tiesmerge.eval.cloze import _head_only_at_targets
-
-    if not _head_only_at_targets(model):
+    if not plain_lm_head(model):
         return model(labels=labels, **kwargs).loss
     shifted = labels[:, 1:]
     keep = shifted != -100

@@ -113,7 +113,10 @@ def peft_scaling_fixed(peft_dir: Path, root: Path | None = None) -> tuple[Path, 
     return cached_dir("merges", "peft_ties_svd_fixed", key, build, root)
 
 
-SAME_DELTA_RTOL = 1e-4  # relative Frobenius distance below which two adapters' ΔW are "the same merge"
+# Relative Frobenius distance (worst module) below which two adapters' ΔW are "the same merge". Two float32
+# SVD implementations truncating the same matrix at rank r agree to ~1e-6, except in a module whose r-th and
+# (r+1)-th singular values nearly tie: seen on the demo, 3e-4 in 1 module of 210 (1e-6 median).
+SAME_DELTA_RTOL = 1e-3
 
 
 def delta_distance(a: Path, b: Path) -> float:

@@ -16,18 +16,9 @@ from typing import Callable, Sequence
 import torch
 
 from tiesmerge.eval.questions import LETTERS, Question
-from tiesmerge.eval.scoring import Prediction, prepare_rows, prompt_pass
+from tiesmerge.eval.scoring import Prediction, plain_lm_head, prepare_rows, prompt_pass
 
 CHOICE_CHUNKS = 2  # choice passes per batch (rows sorted by length); 1 pads every row to the longest
-
-
-def _head_only_at_targets(model) -> bool:
-    """Whether the model's logits are exactly `lm_head(decoder(...))`, so the head can be applied to the
-    choice tokens alone (no logit soft-capping or scaling, which some architectures add)."""
-    cfg = getattr(model, "config", None)
-    return (hasattr(model, "get_decoder") and model.get_output_embeddings() is not None
-            and getattr(cfg, "final_logit_softcapping", None) is None and getattr(cfg, "logit_scale", None) is None
-            and not hasattr(model, "logit_scale"))
 
 
 def _continuation_logprobs(model, conts: Sequence[list[int]], starts: torch.Tensor, prompt_mask: torch.Tensor, past,
@@ -45,7 +36,7 @@ def _continuation_logprobs(model, conts: Sequence[list[int]], starts: torch.Tens
     targets = torch.tensor([c[1:] + [0] * (width - len(c)) for c in conts], device=device)
     kwargs = dict(input_ids=ids, attention_mask=full_mask, position_ids=pos, past_key_values=past)
     valid = cmask.bool()
-    if _head_only_at_targets(model):
+    if plain_lm_head(model):
         hidden = model.get_decoder()(**kwargs).last_hidden_state[valid]  # [M, H], M = real tokens
         logits = model.get_output_embeddings()(hidden).float()
     else:

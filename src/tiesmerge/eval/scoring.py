@@ -104,6 +104,16 @@ def prepare_rows(model, tokenizer, prompts: Sequence[str], reuse_prefix: bool = 
     return rows, (plen if cache is not None else 0), cache
 
 
+def plain_lm_head(model) -> bool:
+    """Whether the model's logits are exactly `lm_head(decoder(...))`, so the vocabulary-sized head can be
+    applied to a few chosen positions only (cloze choices, training answers). False for architectures
+    that soft-cap or scale their logits; callers then run the whole model."""
+    cfg = getattr(model, "config", None)
+    return (hasattr(model, "get_decoder") and model.get_output_embeddings() is not None
+            and getattr(cfg, "final_logit_softcapping", None) is None and getattr(cfg, "logit_scale", None) is None
+            and not hasattr(model, "logit_scale"))
+
+
 def prompt_pass(model, brows: Sequence[Sequence[int]], plen: int, cache, pad: int, **kwargs):
     """Run a batch of prompts (left-padded after the shared prefix, whose cache is reused).
 
