@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import torch
 
 from tiesmerge.eval.questions import Question
-from tiesmerge.eval.scoring import build_prompt, common_prefix, plain_lm_head
+from tiesmerge.eval.scoring import build_prompt, common_prefix, logits_at
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -91,13 +91,9 @@ def _answer_loss(model, labels: torch.Tensor, **kwargs) -> torch.Tensor:
     FLOPs per token, and a [batch, length, vocabulary] log-softmax) runs on the few answer positions
     instead of every prompt token. Falls back to the full head for models whose logits are not plainly
     `head(decoder(...))` (soft-capping, logit scaling)."""
-    if not plain_lm_head(model):
-        return model(labels=labels, **kwargs).loss
-    shifted = labels[:, 1:]
-    keep = shifted != -100
-    hidden = model.get_decoder()(**kwargs).last_hidden_state[:, :-1][keep]  # predicts the next token
-    logits = model.get_output_embeddings()(hidden).float()
-    return torch.nn.functional.cross_entropy(logits, shifted[keep])
+    predicts = torch.zeros_like(labels, dtype=torch.bool)
+    predicts[:, :-1] = labels[:, 1:] != -100  # position i predicts token i + 1
+    return torch.nn.functional.cross_entropy(logits_at(model, predicts, **kwargs), labels[:, 1:][predicts[:, :-1]])
 
 
 def batch_loss(model, examples, pad_id: int, prefix: list[int]) -> torch.Tensor:

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import torch
 
 from tiesmerge.eval.questions import LETTERS, Question
-from tiesmerge.eval.scoring import Prediction, plain_lm_head, prepare_rows, prompt_pass
+from tiesmerge.eval.scoring import Prediction, logits_at, prepare_rows, prompt_pass
 
 CHOICE_CHUNKS = 2  # choice passes per batch (rows sorted by length); 1 pads every row to the longest
 
@@ -36,11 +36,7 @@ def _continuation_logprobs(model, conts: Sequence[list[int]], starts: torch.Tens
     targets = torch.tensor([c[1:] + [0] * (width - len(c)) for c in conts], device=device)
     kwargs = dict(input_ids=ids, attention_mask=full_mask, position_ids=pos, past_key_values=past)
     valid = cmask.bool()
-    if plain_lm_head(model):
-        hidden = model.get_decoder()(**kwargs).last_hidden_state[valid]  # [M, H], M = real tokens
-        logits = model.get_output_embeddings()(hidden).float()
-    else:
-        logits = model(**kwargs).logits[valid].float()
+    logits = logits_at(model, valid, **kwargs)  # [M, V], M = real tokens
     tgt = targets[valid]
     picked = logits.gather(-1, tgt[:, None])[:, 0] - torch.logsumexp(logits, -1)
     sums = torch.zeros(valid.shape, dtype=picked.dtype, device=device)

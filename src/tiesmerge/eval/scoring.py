@@ -114,6 +114,16 @@ def plain_lm_head(model) -> bool:
             and not hasattr(model, "logit_scale"))
 
 
+def logits_at(model, positions: torch.Tensor, **kwargs) -> torch.Tensor:
+    """float32 logits [M, V] at the M positions where the boolean `positions` [B, L] is true, for a forward
+    pass over `kwargs`. With a plain head only those M hidden states go through it (plain_lm_head);
+    otherwise the whole model runs and its logits are indexed."""
+    if plain_lm_head(model):
+        hidden = model.get_decoder()(**kwargs).last_hidden_state[positions]
+        return model.get_output_embeddings()(hidden).float()
+    return model(**kwargs).logits[positions].float()
+
+
 def prompt_pass(model, brows: Sequence[Sequence[int]], plen: int, cache, pad: int, **kwargs):
     """Run a batch of prompts (left-padded after the shared prefix, whose cache is reused).
 
