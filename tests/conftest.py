@@ -11,11 +11,11 @@ import torch
 PROJ = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def tiny_qwen2_config():
+def tiny_qwen2_config(hidden: int = 32, intermediate: int = 48):
     from transformers import Qwen2Config
 
     return Qwen2Config(
-        hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, vocab_size=128, max_position_embeddings=64, tie_word_embeddings=False,
     )
 
@@ -51,6 +51,19 @@ def tiny_base(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny_qwen2")
     Qwen2ForCausalLM(tiny_qwen2_config()).save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_base_64(tmp_path_factory) -> Path:
+    """The tiny Qwen2 with every linear a multiple of 64 wide (hidden 64, MLP 128; k/v out 32): what 4-bit tests
+    quantize, since bitsandbytes' AVX-512-BF16 CPU kernel repacks only such layers."""
+    from transformers import Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_qwen2_64")
+    Qwen2ForCausalLM(tiny_qwen2_config(hidden=64, intermediate=128)).save_pretrained(path)
     tiny_tokenizer().save_pretrained(path)
     return path
 

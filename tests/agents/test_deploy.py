@@ -156,10 +156,14 @@ def test_both_commands_run_in_the_deployed_directory(workdir):
     assert "[question 5/5]" in proc.stderr and "over the limit: none" in proc.stderr
 
 
-def test_answer_agent_on_a_4bit_base(tmp_path, tiny_base, merged):
-    """NF4 via bitsandbytes (here on CPU): the adapter stays a PEFT layer on the quantized base; answers are valid."""
+def test_answer_agent_on_a_4bit_base(tmp_path, tiny_base_64):
+    """NF4 via bitsandbytes (here on CPU, 64-wide layers): the adapter stays a PEFT layer on the quantized base;
+    answers are valid."""
     pytest.importorskip("bitsandbytes")
-    deploy(merged, str(tiny_base), tmp_path / "w4", load_in_4bit=True)
+    from tests.conftest import make_peft_adapter
+
+    merged = make_peft_adapter(tiny_base_64, tmp_path / "adapter64", seed=5, r=8, alpha=16)
+    deploy(merged, str(tiny_base_64), tmp_path / "w4", load_in_4bit=True)
     src = tmp_path / "q.json"
     src.write_text(json.dumps(QUESTIONS[:2]))
     out = tmp_path / "w4" / "outputs" / "answers.json"

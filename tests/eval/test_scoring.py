@@ -87,12 +87,73 @@ def test_wilson_interval_hand_values():
     assert lo == 0.0 and hi == pytest.approx(0.0713, abs=1e-4)
 
 
-def test_4bit_nf4_base_scores_on_cpu(tiny_base):
+def _dequantized_copy(model4, path):
+    """The fp32 model whose linears hold exactly the NF4 weights, dequantized: the reference for 4-bit logits."""
+    import bitsandbytes as bnb
+
+    ref, _ = load_base(str(path), device="cpu")
+    for name, module in model4.named_modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            state = module.weight.quant_state
+            assert not getattr(state, "packing_format_for_cpu", False)  # read before any forward repacks it
+            ref.get_submodule(name).weight.data.copy_(bnb.functional.dequantize_4bit(module.weight.data, state))
+    return ref
+
+
+def test_4bit_nf4_base_scores_on_cpu(tiny_base_64):
+    """64-wide layers: bitsandbytes' own CPU kernels (repacked where this CPU has AVX-512 BF16) run every linear;
+    the letters' log-probs equal the dequantized fp32 model's (bf16 compute in the fused kernel: 2e-2)."""
+    pytest.importorskip("bitsandbytes")
+    model, tok = load_base(str(tiny_base_64), device="cpu", load_in_4bit=True)
+    assert getattr(model, "is_loaded_in_4bit", False)
+    ref = _dequantized_copy(model, tiny_base_64)
+    preds = score_letters(model, tok, QUESTIONS, batch_size=2)
+    want = score_letters(ref, tok, QUESTIONS, batch_size=2)
+    assert len(preds) == len(QUESTIONS) and all(all(v <= 0 for v in p.logprobs) for p in preds)
+    assert_close(torch.tensor([p.logprobs for p in preds]), torch.tensor([p.logprobs for p in want]),
+                 atol=2e-2, rtol=0)
+
+
+def test_4bit_base_with_32_wide_layers_scores_on_cpu(tiny_base):
+    """Hidden size 32 cannot be repacked for the AVX-512-BF16 kernel (it needs multiples of 64): those linears keep
+    the generic kernel, so the model scores — with exactly the dequantized weights' log-probs — instead of failing
+    inside bitsandbytes."""
     pytest.importorskip("bitsandbytes")
     model, tok = load_base(str(tiny_base), device="cpu", load_in_4bit=True)
-    assert getattr(model, "is_loaded_in_4bit", False)
+    ref = _dequantized_copy(model, tiny_base)
     preds = score_letters(model, tok, QUESTIONS, batch_size=2)
-    assert len(preds) == len(QUESTIONS) and all(all(v <= 0 for v in p.logprobs) for p in preds)
+    want = score_letters(ref, tok, QUESTIONS, batch_size=2)
+    assert_close(torch.tensor([p.logprobs for p in preds]), torch.tensor([p.logprobs for p in want]),
+                 atol=1e-4, rtol=1e-4)
+
+
+def test_4bit_misfit_without_a_switch_is_one_line(tiny_base, monkeypatch):
+    """A bitsandbytes that repacks on this CPU but has no per-layer switch: one line naming the layer, the cause and
+    the fix — never a traceback from inside bitsandbytes."""
+    bnb = pytest.importorskip("bitsandbytes")
+    from tiesmerge.errors import BadInputError
+    from tiesmerge.eval import quant
+
+    model, _ = load_base(str(tiny_base), device="cpu", load_in_4bit=False)
+    layer = bnb.nn.Linear4bit(32, 48, bias=False, quant_type="nf4")
+    del layer.support_avx512bf16_for_cpu
+    model.model.layers[0].mlp.gate_proj = layer
+    monkeypatch.setattr(quant, "repacks_on_this_cpu", lambda _bnb: True)
+    with pytest.raises(BadInputError) as err:
+        quant.fit_cpu_kernels(model)
+    msg = str(err.value)
+    assert "\n" not in msg and "model.layers.0.mlp.gate_proj" in msg
+    assert "input size 32 is not a multiple of 64" in msg and "without --load-in-4bit" in msg
+
+
+def test_repack_misfit_rule():
+    bnb = pytest.importorskip("bitsandbytes")
+    from tiesmerge.eval.quant import repack_misfit
+
+    assert repack_misfit(bnb.nn.Linear4bit(64, 32, quant_type="nf4")) is None
+    assert repack_misfit(bnb.nn.Linear4bit(128, 96, quant_type="nf4")) is None
+    assert "input size 96" in repack_misfit(bnb.nn.Linear4bit(96, 64, quant_type="nf4"))
+    assert "output size 48" in repack_misfit(bnb.nn.Linear4bit(64, 48, quant_type="nf4"))
 
 
 def test_prefix_cache_equals_full_prompts(tiny, tiny_base, adapter_set):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import sys
-import warnings
 from pathlib import Path
 
 import torch
@@ -14,6 +13,7 @@ from tiesmerge.agents.config import AgentsConfig, load_agents_config
 from tiesmerge.agents.fallback import FallbackPool
 from tiesmerge.agents.loader import AgentModel, load_agent_model
 from tiesmerge.agents.question import QuestionAgent
+from tiesmerge.quiet import quiet_libraries
 
 
 def _log(msg: str) -> None:
@@ -30,7 +30,7 @@ def warm_up(loaded: AgentModel) -> None:
 
 
 def load(config_path: Path) -> tuple[AgentsConfig, AgentModel]:
-    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices are not the user's
+    quiet_libraries()
     cfg, root = load_agents_config(config_path, _log)
     loaded = load_agent_model(cfg, root, _log)
     warm_up(loaded)

@@ -6,6 +6,7 @@ import typer
 
 from tiesmerge import __version__
 from tiesmerge.cli import adapters, data, demo, deploy, eval as eval_cli, examples, inspect, merge, methods, sweep
+from tiesmerge.quiet import quiet_libraries
 
 app = typer.Typer(
     name="tiesmerge",
@@ -45,6 +46,7 @@ app.add_typer(examples.app, name="examples")
 
 
 def main() -> None:
+    quiet_libraries()
     app()
 
 

