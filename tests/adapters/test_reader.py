@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from torch.testing import assert_close
 
-from tiesmerge.adapters.reader import AdapterReader
 from tests.conftest import peft_deltas
+from tiesmerge.adapters.reader import AdapterReader
 
 
 @pytest.mark.parametrize("name", ["rs8", "plain4", "rs16", "pattern"])

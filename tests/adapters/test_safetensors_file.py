@@ -8,6 +8,8 @@ from safetensors.torch import load_file, save_file
 
 from tiesmerge.adapters.safetensors_file import SafetensorsFile, SafetensorsFormatError
 
+pytestmark = pytest.mark.core
+
 
 @pytest.fixture()
 def sample(tmp_path):

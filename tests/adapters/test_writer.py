@@ -12,6 +12,8 @@ from safetensors.torch import load_file
 from tiesmerge.adapters.writer import StreamingSafetensorsWriter, atomic_output_dir, lora_config
 from tiesmerge.errors import BadInputError
 
+pytestmark = pytest.mark.core
+
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_streaming_writer_roundtrip(tmp_path, dtype):
@@ -31,7 +33,7 @@ def test_streaming_writer_roundtrip(tmp_path, dtype):
 
 
 def test_config_scaling_is_one_and_peft_accepts_it(tmp_path):
-    from peft import LoraConfig
+    LoraConfig = pytest.importorskip("peft").LoraConfig
 
     ranks = {"model.layers.0.self_attn.q_proj": 8, "model.layers.0.mlp.up_proj": 8, "model.layers.1.mlp.up_proj": 3}
     cfg = lora_config(modules=list(ranks), ranks=ranks, base_model="b", task_type="CAUSAL_LM",

@@ -7,5 +7,9 @@ from typer.testing import CliRunner
 from tiesmerge.cli.app import app
 
 
-def run_cli(*args: str):
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+def run_cli(*args: str, env: dict[str, str] | None = None):
+    try:
+        runner = CliRunner(mix_stderr=False)  # click < 8.2 (oldest typer): stderr apart only when asked
+    except TypeError:
+        runner = CliRunner()  # click ≥ 8.2 keeps stdout and stderr apart always
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False, env=env)

@@ -71,7 +71,8 @@ def _bad_json(p):
 
 
 def _extra_tensor(p):
-    return edit_tensors(p, lambda t: t.__setitem__("base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector", torch.ones(32)))
+    key = "base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector"
+    return edit_tensors(p, lambda t: t.__setitem__(key, torch.ones(32)))
 
 
 def _missing_b(p):

@@ -6,11 +6,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from tiesmerge.cli.merge import build_recipe, parse_adapter_flag
 from tiesmerge.configs import load_recipe, preset_path, recipe_from_dict
 from tiesmerge.errors import BadInputError
 from tiesmerge.merge.types import Method, SignRule
+
+pytestmark = pytest.mark.core
 
 
 def _recipe(tmp_path, data):
@@ -36,7 +39,7 @@ def test_defaults_and_relative_paths(tmp_path):
 
 def test_recipe_is_frozen(tmp_path):
     r = load_recipe(_recipe(tmp_path, {"adapters": [{"path": "a"}]}))
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         r.parameters.density = 0.5
 
 

@@ -128,7 +128,7 @@ def test_humanities_facts_relooked_up(sets):
 def test_splits_disjoint_and_sizes(sets):
     keys = {}
     for split, by_domain in sets.items():
-        for domain, qs in by_domain.items():
+        for qs in by_domain.values():
             for q in qs:
                 key = (q.question, frozenset(q.choices))
                 assert keys.setdefault(key, split) == split, f"{q.question!r} in {keys[key]} and {split}"

@@ -11,6 +11,8 @@ from tiesmerge.errors import BadInputError
 from tiesmerge.eval.loaders import load_questions
 from tiesmerge.eval.questions import make_question
 
+pytestmark = pytest.mark.core
+
 QS = [
     make_question("What is 2 + 2?", ["3", "4", "5", "6"], "B", "math"),
     make_question("Capital of Peru?", ["Lima", "Quito", "La Paz", "Bogotá"], "A", "humanities"),

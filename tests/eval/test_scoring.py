@@ -136,7 +136,8 @@ def test_4bit_misfit_without_a_switch_is_one_line(tiny_base, monkeypatch):
 
     model, _ = load_base(str(tiny_base), device="cpu", load_in_4bit=False)
     layer = bnb.nn.Linear4bit(32, 48, bias=False, quant_type="nf4")
-    del layer.support_avx512bf16_for_cpu
+    if hasattr(layer, "support_avx512bf16_for_cpu"):  # bitsandbytes ≥ 0.48
+        del layer.support_avx512bf16_for_cpu
     model.model.layers[0].mlp.gate_proj = layer
     monkeypatch.setattr(quant, "repacks_on_this_cpu", lambda _bnb: True)
     with pytest.raises(BadInputError) as err:

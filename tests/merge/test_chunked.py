@@ -10,6 +10,8 @@ from tiesmerge.merge.chunked import chunk_rows, chunked_product, ties_from_facto
 from tiesmerge.merge.methods.ties import ties
 from tiesmerge.merge.types import MethodParams, SignRule
 
+pytestmark = pytest.mark.core
+
 
 def _factors(seed, m, n, ranks, integer=False):
     gen = torch.Generator().manual_seed(seed)

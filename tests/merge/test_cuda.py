@@ -8,9 +8,9 @@ from torch.testing import assert_close
 
 from tiesmerge.adapters.synthetic import SHAPES, write_synthetic_adapter
 from tiesmerge.configs import recipe_from_dict
-from tiesmerge.merge.module import merge_module
 from tiesmerge.merge.job import prepare
 from tiesmerge.merge.methods.ties import ties
+from tiesmerge.merge.module import merge_module
 from tiesmerge.merge.types import MethodParams
 
 pytestmark = [

@@ -10,6 +10,8 @@ from torch.testing import assert_close
 
 from tiesmerge.merge.refactor import RankRequest, from_dense, from_factors
 
+pytestmark = pytest.mark.core
+
 
 def _lowrank(m, n, k, seed=0, decay=0.7):
     gen = torch.Generator().manual_seed(seed)

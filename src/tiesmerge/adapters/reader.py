@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tiesmerge.adapters.safetensors_file import SafetensorsFile, SafetensorsFormatError, torch_dtype
 
 from tiesmerge.adapters.config import LoraSettings, read_lora_settings
+from tiesmerge.adapters.safetensors_file import SafetensorsFile, SafetensorsFormatError, torch_dtype
 from tiesmerge.errors import BadInputError
 
 WEIGHTS_NAME = "adapter_model.safetensors"

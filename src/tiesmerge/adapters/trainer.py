@@ -127,7 +127,6 @@ def train_adapter(model, tokenizer, questions: Sequence[Question], settings: Tra
                         target_modules=list(settings.target_modules), lora_dropout=0.0, task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, config)
     peft_model.train()
-    device = next(peft_model.parameters()).device
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     sched = get_cosine_schedule_with_warmup(optim, settings.warmup_steps, settings.steps)

@@ -12,6 +12,7 @@ from tiesmerge.adapters.writer import atomic_output_dir
 from tiesmerge.cli.common import guarded
 from tiesmerge.cli.progress import module_progress
 from tiesmerge.errors import BadInputError
+from tiesmerge.extras import Extra, require
 
 app = typer.Typer(help="Make adapters: a small specialist trainer (bring your own adapters for real work).",
                   no_args_is_help=True)
@@ -39,6 +40,7 @@ def train(
     force: bool = typer.Option(False, "--force", help="replace a non-empty output directory"),
 ) -> None:
     """Train one RSLoRA specialist on all seven projections, with the loss on the answer letter only."""
+    require(Extra.eval, "tiesmerge adapters train")
     from tiesmerge.adapters.trainer import TrainSettings, train_adapter
     from tiesmerge.eval.models import load_base
 

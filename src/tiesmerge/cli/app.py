@@ -5,7 +5,8 @@ from __future__ import annotations
 import typer
 
 from tiesmerge import __version__
-from tiesmerge.cli import adapters, data, demo, deploy, eval as eval_cli, examples, inspect, merge, methods, sweep
+from tiesmerge.cli import adapters, data, demo, deploy, examples, inspect, merge, methods, sweep
+from tiesmerge.cli import eval as eval_cli
 from tiesmerge.quiet import quiet_libraries
 
 app = typer.Typer(

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from tiesmerge.adapters.writer import atomic_output_dir
 from tiesmerge.cli.common import guarded
+from tiesmerge.extras import Extra, require
 
 app = typer.Typer(help="Built-in question sets (math, code, stem, humanities).", no_args_is_help=True)
 
@@ -24,6 +25,7 @@ def build_cmd(
     force: bool = typer.Option(False, "--force", help="replace a non-empty directory"),
 ) -> None:
     """Generate the question sets deterministically; every answer is computed, run or looked up by an oracle."""
+    require(Extra.eval, "tiesmerge data build")
     from tiesmerge.eval.builtin.build import build, write
 
     with atomic_output_dir(out, force) as tmp:

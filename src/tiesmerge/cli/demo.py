@@ -11,6 +11,7 @@ from rich.console import Console
 
 from tiesmerge.cli.common import guarded
 from tiesmerge.cli.progress import module_progress
+from tiesmerge.extras import Extra, require
 
 
 @guarded
@@ -33,6 +34,7 @@ def demo(
 
     Example: tiesmerge demo --out demo-results --limit 50   (a quicker, rougher look)
     """
+    require(Extra.eval, "tiesmerge demo")
     from tiesmerge.demo import table
     from tiesmerge.demo.config import load_demo_config
     from tiesmerge.demo.pipeline import run_demo

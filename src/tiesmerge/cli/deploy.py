@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from tiesmerge.cli.common import guarded
+from tiesmerge.extras import Extra, require
 
 
 @guarded
@@ -36,6 +37,7 @@ def deploy(
 
     Example: tiesmerge deploy merged/ --base Qwen/Qwen2.5-72B-Instruct --to ~/AIAC --load-in-4bit
     """
+    require(Extra.agents, "tiesmerge deploy")
     from tiesmerge.agents.deploy import deploy as run_deploy
 
     done = run_deploy(merged, base, to, load_in_4bit=load_in_4bit, link=link, force=force)

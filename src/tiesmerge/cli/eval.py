@@ -15,6 +15,7 @@ from tiesmerge.cli.common import guarded
 from tiesmerge.cli.progress import module_progress
 from tiesmerge.errors import BadInputError
 from tiesmerge.eval.report import EvalResult
+from tiesmerge.extras import Extra, require
 
 
 def _pairs(values: List[str], flag: str, sep: str = "=") -> dict[str, str]:
@@ -100,9 +101,10 @@ def eval_cmd(
 
     Example: tiesmerge eval --base smollm2 --adapter math=./math --merged ties=./merged --builtin --limit 200
     """
+    require(Extra.eval, "tiesmerge eval")
     from tiesmerge.eval.models import load_base
-    from tiesmerge.eval.run import SCORERS, collect_questions, evaluate
     from tiesmerge.eval.report import write_outputs
+    from tiesmerge.eval.run import SCORERS, collect_questions, evaluate
 
     if mode not in SCORERS:
         raise BadInputError(f"--mode {mode!r} is unknown; use letters, cloze or generate")

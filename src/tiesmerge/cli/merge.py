@@ -15,9 +15,9 @@ from tiesmerge.cli.common import field_help, guarded
 from tiesmerge.cli.progress import module_progress
 from tiesmerge.configs.loader import read_yaml, recipe_from_dict
 from tiesmerge.configs.recipe import AdapterEntry, MergeParameters, OutputSpec, Recipe
+from tiesmerge.devices import resolve_device
 from tiesmerge.errors import BadInputError
 from tiesmerge.merge import driver
-from tiesmerge.devices import resolve_device
 from tiesmerge.merge.job import describe, prepare
 from tiesmerge.merge.registry import get as get_method
 from tiesmerge.merge.types import Method, SignRule, Space

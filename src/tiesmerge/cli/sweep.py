@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from tiesmerge.cli.common import guarded
+from tiesmerge.extras import Extra, require
 
 
 @guarded
@@ -30,6 +31,7 @@ def sweep(
 
     Example: tiesmerge sweep demo -o sweeps/demo
     """
+    require(Extra.sweep, "tiesmerge sweep")
     from rich.console import Console
 
     from tiesmerge.cli.progress import module_progress

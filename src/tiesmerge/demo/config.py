@@ -79,9 +79,9 @@ def cache_key(*parts: Any) -> str:
 
 def load_demo_config(path: "Path | None") -> DemoConfig:
     """The shipped settings (tiesmerge/demo/demo.yaml) or a user's copy, validated with one-line errors."""
-    from pydantic import ValidationError
-
     from importlib import resources
+
+    from pydantic import ValidationError
 
     from tiesmerge.configs.loader import format_validation_error, read_yaml
     from tiesmerge.errors import BadInputError

@@ -11,8 +11,8 @@ from typing import Callable, Mapping
 
 from tiesmerge.configs.recipe import Recipe
 from tiesmerge.demo.cache import adapter_digest, cached_dir
-from tiesmerge.demo.progress import ProgressFactory
 from tiesmerge.demo.config import DemoConfig, cache_key
+from tiesmerge.demo.progress import ProgressFactory
 
 MERGE_VERSION = 1
 
@@ -78,6 +78,8 @@ def peft_ties_svd(config: DemoConfig, adapters: Mapping[str, Path], digests: Map
         with torch.no_grad():
             pm.add_weighted_adapter(names, [1.0] * len(names), "peft_ties_svd", combination_type="ties_svd",
                                     svd_rank=config.rank, density=config.density, majority_sign_method="total")
+            for param in pm.parameters():  # its SVD factors are strided views; safetensors < 0.6 refuses those
+                param.data = param.data.contiguous()
         staging = tmp / "staging"
         pm.save_pretrained(str(staging), selected_adapters=["peft_ties_svd"])
         saved = staging / "peft_ties_svd" if (staging / "peft_ties_svd").is_dir() else staging

@@ -35,7 +35,7 @@ class DemoRun:
 def run_demo(config: DemoConfig, out: Path, *, force: bool, progress: ProgressFactory, log: Callable[[str], None],
              cache_root: Path | None = None) -> DemoRun:
     from tiesmerge.eval.builtin.build import build
-    from tiesmerge.eval.models import embedded_base, EMBEDDED
+    from tiesmerge.eval.models import EMBEDDED, embedded_base
 
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()

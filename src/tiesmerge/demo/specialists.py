@@ -7,8 +7,8 @@ from typing import Callable, Mapping, Sequence
 
 from tiesmerge.adapters.trainer import TrainSettings, train_adapter
 from tiesmerge.demo.cache import cached_dir
-from tiesmerge.demo.progress import ProgressFactory
 from tiesmerge.demo.config import DemoConfig, cache_key
+from tiesmerge.demo.progress import ProgressFactory
 from tiesmerge.eval.questions import Question
 
 TRAINER_VERSION = 3  # bump when the trainer's numbers change, so cached specialists are rebuilt

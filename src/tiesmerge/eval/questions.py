@@ -62,7 +62,8 @@ def make_question(text: object, choices: object, answer: object, domain: object 
             raise InvalidQuestion(f"choices dict must have keys A, B, C, D (got {sorted(choices)})")
         choices = [choices[k] if k in choices else choices[k.lower()] for k in LETTERS]
     if not isinstance(choices, (list, tuple)) or len(choices) != 4:
-        raise InvalidQuestion(f"need exactly 4 choices, got {len(choices) if isinstance(choices, (list, tuple)) else type(choices).__name__}")
+        got = len(choices) if isinstance(choices, (list, tuple)) else type(choices).__name__
+        raise InvalidQuestion(f"need exactly 4 choices, got {got}")
     clean = []
     for letter, choice in zip(LETTERS, choices):
         if not isinstance(choice, (str, int, float)) or isinstance(choice, bool):

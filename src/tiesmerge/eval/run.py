@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from tiesmerge.errors import BadInputError
+from tiesmerge.eval.cloze import score_cloze
 from tiesmerge.eval.loaders import load_questions
 from tiesmerge.eval.models import attach_adapters, using
 from tiesmerge.eval.questions import Question
 from tiesmerge.eval.report import EvalResult, Target, specialists
-from tiesmerge.eval.cloze import score_cloze
 from tiesmerge.eval.scoring import score_generate, score_letters
 
 SCORERS = {"letters": score_letters, "cloze": score_cloze, "generate": score_generate}

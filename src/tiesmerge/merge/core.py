@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tiesmerge.merge.refactor import Factorization, RankRequest, split_factors, choose_rank
+from tiesmerge.merge.refactor import Factorization, RankRequest, choose_rank, split_factors
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ import torch
 
 from tiesmerge import __version__
 from tiesmerge.adapters.card import model_card
-from tiesmerge.adapters.compat import ModulePlan
 from tiesmerge.adapters.writer import StreamingSafetensorsWriter, atomic_output_dir, lora_config
 from tiesmerge.configs.loader import recipe_to_yaml
 from tiesmerge.errors import BadInputError

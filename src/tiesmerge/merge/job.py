@@ -10,12 +10,11 @@ from tiesmerge.adapters.compat import ModulePlan, SetPlan, plan_set
 from tiesmerge.adapters.reader import AdapterReader
 from tiesmerge.configs.recipe import Recipe
 from tiesmerge.dtypes import FLOAT_DTYPES
-from tiesmerge.errors import BadInputError
+from tiesmerge.extras import Extra, require
 from tiesmerge.merge.methods.mergekit_family import module_seed
 from tiesmerge.merge.refactor import RankRequest
 from tiesmerge.merge.registry import MethodSpec, get
 from tiesmerge.merge.types import MethodParams
-
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,10 @@ def prepare(recipe: Recipe) -> MergeJob:
     else:
         rank = RankRequest(mode="full", svd=out.svd)
     out_dtype = plan.dtype if out.dtype == "auto" else FLOAT_DTYPES[out.dtype]
-    return MergeJob(recipe, readers, plan, get(recipe.method), rank, out_dtype)
+    spec = get(recipe.method)
+    if not spec.native:
+        require(Extra.mergekit, f"method {recipe.method.value} (mergekit's kernel)")
+    return MergeJob(recipe, readers, plan, spec, rank, out_dtype)
 
 
 def describe(job: MergeJob) -> list[str]:

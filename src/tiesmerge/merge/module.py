@@ -7,10 +7,10 @@ import torch
 
 from tiesmerge.adapters.compat import ModulePlan
 from tiesmerge.merge import refactor
+from tiesmerge.merge.chunked import ThresholdTable, ties_from_factors
 from tiesmerge.merge.core import core_space, from_core
 from tiesmerge.merge.job import MergeJob
 from tiesmerge.merge.report import ModuleReport
-from tiesmerge.merge.chunked import ThresholdTable, ties_from_factors
 from tiesmerge.merge.types import MergeStats, Method, MethodParams, Space
 
 

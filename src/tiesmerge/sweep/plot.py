@@ -37,7 +37,7 @@ def plot(rows: Sequence[dict], references: Mapping[str, Mapping[str, float]], do
             ys = [(r["accuracy_mean"] if panel == "mean" else r["accuracy"].get(panel)) for r in rs]
             ax.plot([r["density"] for r in rs], [100 * y if y is not None else None for y in ys], marker="o",
                     color=colours[i % len(colours)], label=label)
-        for j, (name, accs) in enumerate(references.items()):
+        for name, accs in references.items():
             value = accs.get(panel)
             if value is None:
                 continue
