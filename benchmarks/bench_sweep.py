@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from tiesmerge.adapters.synthetic import SHAPES, write_synthetic_adapter  # noqa: E402
-from tiesmerge.configs.recipe import AdapterEntry, MergeParameters, OutputSpec, Recipe  # noqa: E402
 from tiesmerge.merge import driver  # noqa: E402
 from tiesmerge.merge.job import prepare  # noqa: E402
+from tiesmerge.merge.recipe import AdapterEntry, MergeParameters, OutputSpec, Recipe  # noqa: E402
 from tiesmerge.sweep.config import SweepConfig  # noqa: E402
 from tiesmerge.sweep.merging import merge_points  # noqa: E402
 from tiesmerge.sweep.points import grid  # noqa: E402

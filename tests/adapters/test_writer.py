@@ -9,7 +9,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from tiesmerge.adapters.writer import StreamingSafetensorsWriter, atomic_output_dir, lora_config
+from tiesmerge.adapters.writer import StreamingSafetensorsWriter, lora_config
+from tiesmerge.atomic import atomic_output_dir
 from tiesmerge.errors import BadInputError
 
 pytestmark = pytest.mark.core

@@ -138,7 +138,7 @@ def test_demo_config_errors_are_one_line(tmp_path):
 def test_peft_fixed_variant_has_scaling_one_and_the_same_delta(tiny_base, adapter_set, tmp_path):
     """PEFT's saved ties_svd is √r too strong (use_rslora kept with α = r); the fixed copy is not."""
     from tests.conftest import peft_deltas
-    from tiesmerge.demo.cache import adapter_digest
+    from tiesmerge.cache import adapter_digest
     from tiesmerge.demo.merges import peft_scaling_fixed, peft_ties_svd
 
     cfg = _config(tiny_base, rank=4)

@@ -27,9 +27,9 @@ def test_task_arithmetic_by_hand():
     d = _deltas()
     p = MethodParams(weights=(0.5, -1.0, 2.0), densities=(1.0,) * 3, lam=0.7)
     want = 0.7 * (0.5 * d[0] - 1.0 * d[1] + 2.0 * d[2])
-    assert_close(get(Method.task_arithmetic).fn(d, p).delta, want)
+    assert_close(get(Method.task_arithmetic).dense(d, p).delta, want)
     pn = MethodParams(weights=(1.0, 1.0, 2.0), densities=(1.0,) * 3, normalize=True)
-    assert_close(get(Method.task_arithmetic).fn(d, pn).delta, (d[0] + d[1] + 2 * d[2]) / 4)
+    assert_close(get(Method.task_arithmetic).dense(d, pn).delta, (d[0] + d[1] + 2 * d[2]) / 4)
 
 
 MERGEKIT_CASES = [
@@ -49,7 +49,7 @@ def test_mergekit_family_equals_direct_mergekit_call(method, extra):
     weights = (0.3, 0.5, 0.2)
     p = MethodParams(weights=weights, densities=(extra["density"],) * 3, gamma=extra.get("gamma"),
                      epsilon=extra.get("epsilon"), seed=1234)
-    got = get(method).fn(d, p).delta
+    got = get(method).dense(d, p).delta
     params = {"weight": list(weights), "density": [extra["density"]] * 3, "lambda": 1.0}
     params.update({k: [v] * 3 for k, v in extra.items() if k in ("gamma", "epsilon")})
     torch.manual_seed(1234)
@@ -65,10 +65,10 @@ def test_random_methods_are_seeded_and_leave_global_rng_alone(method):
     torch.manual_seed(0)
     before = torch.rand(1)
     torch.manual_seed(0)
-    a = get(method).fn(d, p).delta
+    a = get(method).dense(d, p).delta
     after = torch.rand(1)
-    b = get(method).fn(d, p).delta
-    c = get(method).fn(d, MethodParams(weights=(1.0,) * 3, densities=(0.5,) * 3, seed=100)).delta
+    b = get(method).dense(d, p).delta
+    c = get(method).dense(d, MethodParams(weights=(1.0,) * 3, densities=(0.5,) * 3, seed=100)).delta
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
     assert torch.equal(before, after)  # the global generator was not advanced
@@ -78,4 +78,4 @@ def test_magnitude_prune_by_hand():
     d = torch.tensor([[[1.0, -4.0, 2.0, 0.5]], [[-3.0, 1.0, 0.1, 2.0]]])
     p = MethodParams(weights=(1.0, 0.5), densities=(0.5, 0.5))
     # adapter 0 keeps -4, 2; adapter 1 keeps -3, 2 (× 0.5)
-    assert_close(get(Method.magnitude_prune).fn(d, p).delta, torch.tensor([[-1.5, -4.0, 2.0, 1.0]]))
+    assert_close(get(Method.magnitude_prune).dense(d, p).delta, torch.tensor([[-1.5, -4.0, 2.0, 1.0]]))

@@ -1,20 +1,17 @@
-"""Write a PEFT LoRA adapter: a streaming safetensors writer, the adapter config, and an atomic output dir."""
+"""Write a PEFT LoRA adapter: a streaming safetensors writer and the adapter config."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import shutil
 import struct
-import tempfile
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 
-from tiesmerge.errors import BadInputError
+_BLOCK = 1 << 24  # bytes moved per step when the header is put in front of the data
 
 _ST_DTYPES = {
     torch.float32: "F32",
@@ -53,17 +50,29 @@ class StreamingSafetensorsWriter:
         self._offset += len(raw)
 
     def close(self) -> None:
+        """Put the header in front of the data in place: the data moves up by the header's size, last block first,
+        so the file never needs more disk than its own size (no second copy)."""
         self._data.close()
         header = dict(self._header)
         if self._metadata:
             header["__metadata__"] = self._metadata
         blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
         blob += b" " * (-len(blob) % 8)  # safetensors aligns the data start to 8 bytes
-        with open(self.path, "wb") as out, open(self._data_path, "rb") as data:
-            out.write(struct.pack("<Q", len(blob)))
-            out.write(blob)
-            shutil.copyfileobj(data, out, length=1 << 24)
-        self._data_path.unlink()
+        head = struct.pack("<Q", len(blob)) + blob
+        size = self._offset
+        with open(self._data_path, "r+b") as f:
+            f.truncate(size + len(head))
+            end = size
+            while end > 0:
+                start = max(0, end - _BLOCK)
+                f.seek(start)
+                block = f.read(end - start)
+                f.seek(start + len(head))
+                f.write(block)
+                end = start
+            f.seek(0)
+            f.write(head)
+        os.replace(self._data_path, self.path)
 
     def abort(self) -> None:
         self._data.close()
@@ -115,30 +124,3 @@ def lora_config(
         "init_lora_weights": True,
         "inference_mode": True,
     }
-
-
-@contextlib.contextmanager
-def atomic_output_dir(target: Path, force: bool) -> Iterator[Path]:
-    """Yield a temp dir beside `target`; on success it replaces `target`, on failure it is removed."""
-    target = Path(target)
-    if target.exists() and not target.is_dir():
-        raise BadInputError(f"output {target} exists and is not a directory; choose another -o path")
-    if target.is_dir() and any(target.iterdir()) and not force:
-        raise BadInputError(f"output {target} exists and is not empty; pass --force to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the output should look like any folder
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        target.rename(old)
-    tmp.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from tiesmerge.adapters.writer import atomic_output_dir
+from tiesmerge.atomic import atomic_output_dir
 from tiesmerge.cli.common import guarded
 from tiesmerge.cli.progress import module_progress
 from tiesmerge.errors import BadInputError
@@ -41,8 +41,8 @@ def train(
 ) -> None:
     """Train one RSLoRA specialist on all seven projections, with the loss on the answer letter only."""
     require(Extra.eval, "tiesmerge adapters train")
-    from tiesmerge.adapters.trainer import TrainSettings, train_adapter
     from tiesmerge.eval.models import load_base
+    from tiesmerge.train.trainer import TrainSettings, train_adapter
 
     if data is not None:
         from tiesmerge.eval.loaders import load_questions
@@ -58,7 +58,7 @@ def train(
         source = "builtin:train"
     if out.is_dir() and any(out.iterdir()) and not force:
         raise BadInputError(f"output {out} exists and is not empty; pass --force to replace it")
-    from tiesmerge.adapters.trainer import TARGETS
+    from tiesmerge.train.trainer import TARGETS
 
     if target not in TARGETS:
         raise BadInputError(f"--target {target!r} is unknown; use letter or text")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from tiesmerge.adapters.writer import atomic_output_dir
+from tiesmerge.atomic import atomic_output_dir
 from tiesmerge.cli.common import guarded
 from tiesmerge.extras import Extra, require
 

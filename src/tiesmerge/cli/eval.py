@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tiesmerge.adapters.writer import atomic_output_dir
+from tiesmerge.atomic import atomic_output_dir
 from tiesmerge.cli.common import guarded
 from tiesmerge.cli.progress import module_progress
 from tiesmerge.errors import BadInputError

@@ -10,7 +10,7 @@ import yaml
 from rich.console import Console
 
 from tiesmerge.adapters.synthetic import SHAPES, write_synthetic_adapter
-from tiesmerge.adapters.writer import atomic_output_dir
+from tiesmerge.atomic import atomic_output_dir
 from tiesmerge.cli.common import guarded
 from tiesmerge.dtypes import FLOAT_DTYPES
 from tiesmerge.errors import BadInputError

@@ -14,11 +14,11 @@ from rich.table import Table
 from tiesmerge.cli.common import field_help, guarded
 from tiesmerge.cli.progress import module_progress
 from tiesmerge.configs.loader import read_yaml, recipe_from_dict
-from tiesmerge.configs.recipe import AdapterEntry, MergeParameters, OutputSpec, Recipe
 from tiesmerge.devices import resolve_device
 from tiesmerge.errors import BadInputError
 from tiesmerge.merge import driver
 from tiesmerge.merge.job import describe, prepare
+from tiesmerge.merge.recipe import AdapterEntry, MergeParameters, OutputSpec, Recipe
 from tiesmerge.merge.registry import get as get_method
 from tiesmerge.merge.types import Method, SignRule, Space
 
@@ -54,7 +54,7 @@ def _rank_value(rank: str) -> Any:
 def _drop_inapplicable(data: dict[str, Any], method: str) -> list[str]:
     """When --method replaces the recipe's method, drop the recipe parameters the new one does not read."""
     try:
-        reads = set(get_method(Method(method)).parameters)
+        reads = {p.value for p in get_method(Method(method)).parameters}
     except ValueError:
         return []  # an unknown method: validation reports it
     reads |= {"trim"} if "density" in reads else set()

@@ -17,8 +17,6 @@ def methods(ctx: typer.Context) -> None:
     for col in ("method", "what it does", "parameters", "runs", "reference"):
         table.add_column(col, overflow="fold")
     for spec in REGISTRY.values():
-        runs = "native" if spec.native else "mergekit kernel"
-        if spec.linear:
-            runs += ", exact concat"
-        table.add_row(spec.method.value, spec.summary, ", ".join(spec.parameters), runs, spec.reference)
+        table.add_row(spec.method.value, spec.summary, ", ".join(p.value for p in spec.parameters), spec.runs,
+                      spec.reference)
     Console().print(table)

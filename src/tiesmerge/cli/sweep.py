@@ -35,6 +35,7 @@ def sweep(
     from rich.console import Console
 
     from tiesmerge.cli.progress import module_progress
+    from tiesmerge.demo.specialists import preset_specialists
     from tiesmerge.sweep.config import load_sweep_config
     from tiesmerge.sweep.runner import run_sweep
 
@@ -42,7 +43,7 @@ def sweep(
     err = Console(stderr=True, soft_wrap=True)
     run = run_sweep(cfg, out, executor=executor, ray_address=ray_address, force=force,
                     progress=lambda total, label, unit: module_progress(total, label, unit=unit),
-                    log=lambda m: err.print(m, markup=False))
+                    log=lambda m: err.print(m, markup=False), preset_trainer=preset_specialists)
     console = Console(soft_wrap=True)
     metric = cfg.metric.value
     for r in run.rows:

@@ -1,7 +1,7 @@
 """Typed recipe configs and their YAML loader."""
 
 from tiesmerge.configs.loader import load_recipe, preset_path, read_yaml, recipe_from_dict, recipe_to_yaml
-from tiesmerge.configs.recipe import AdapterEntry, MergeParameters, OutputSpec, Recipe
+from tiesmerge.merge.recipe import AdapterEntry, MergeParameters, OutputSpec, Recipe
 
 __all__ = [
     "AdapterEntry",

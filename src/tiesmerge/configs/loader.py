@@ -9,8 +9,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from tiesmerge.configs.recipe import Recipe
 from tiesmerge.errors import BadInputError
+from tiesmerge.merge.recipe import Recipe
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:
@@ -65,5 +65,4 @@ def preset_path(name: str) -> Path:
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:
-    data = recipe.model_dump(mode="json", by_alias=True, exclude_none=True)
-    return yaml.safe_dump(data, sort_keys=False)
+    return recipe.to_yaml()

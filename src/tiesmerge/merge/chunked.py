@@ -10,12 +10,12 @@ never exists: peak memory is the merged ΔW plus one ΔW_t and its magnitudes, p
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
 from tiesmerge.merge import steps
-from tiesmerge.merge.types import MergeOutput, MergeStats, MethodParams, SignRule
+from tiesmerge.merge.types import MergeOutput, MergeStats, MethodParams
 
 CHUNK_ELEMENTS = 1 << 22  # entries per row chunk (16 MiB in fp32; about ten such buffers are live)
 
@@ -33,22 +33,9 @@ def chunked_product(b: torch.Tensor, a: torch.Tensor, rows: int) -> torch.Tensor
     return out
 
 
-def trim_limit(magnitudes: Callable[[], torch.Tensor], numel: int, density: float) -> tuple[float | None, int]:
-    """(threshold or None for keep-all, number of entries equal to it that are kept) of one ΔW at `density`;
-    `magnitudes()` (|ΔW| flattened) is only called when a threshold is needed."""
-    k = steps.keep_count(density, numel)
-    if k >= numel:
-        return (None, 0)
-    if k == 0:
-        return (float("inf"), 0)
-    mag = magnitudes()
-    thr = steps.kth_largest(mag, k)
-    return (float(thr), k - int((mag > thr).sum()))
-
-
 def thresholds(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], densities: Sequence[float], rows: int):
     """Per adapter: (threshold or None for keep-all, number of entries equal to it that are kept)."""
-    return [trim_limit(lambda b=b, a=a: chunked_product(b, a, rows).abs_().reshape(-1), b.shape[0] * a.shape[1],
+    return [steps.trim_limit(lambda b=b, a=a: chunked_product(b, a, rows).abs_().reshape(-1), b.shape[0] * a.shape[1],
                        density)
             for b, a, density in zip(bs, as_, densities)]
 
@@ -65,7 +52,7 @@ class ThresholdTable:
 
     def limit(self, t: int, density: float) -> tuple[float | None, int]:
         if (t, density) not in self._memo:
-            self._memo[(t, density)] = trim_limit(lambda: self.mags[t], self.mags[t].numel(), density)
+            self._memo[(t, density)] = steps.trim_limit(lambda: self.mags[t], self.mags[t].numel(), density)
         return self._memo[(t, density)]
 
     def limits(self, densities: Sequence[float]) -> list[tuple[float | None, int]]:
@@ -74,12 +61,14 @@ class ThresholdTable:
 
 def ties_from_factors(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], p: MethodParams,
                       chunk_elements: int = CHUNK_ELEMENTS, limits=None) -> MergeOutput:
-    """TIES of ΔW_t = bs[t] @ as_[t] (scales already folded into bs), equal to `ties(stack, p)`.
+    """TIES of ΔW_t = bs[t] @ as_[t] (scales already folded into bs), equal to `ties(stack, p)`, built from the
+    same step functions (steps.py) applied to running sums.
 
-    Per row chunk, adapters are folded in one at a time into running sums — Σ τ̂_t (the sum rule's
-    election), the positive and negative parts, their weights and counts — so the elected sign, the
-    agreeing entries' sum and their weight follow without a T-stacked tensor or extra passes over it.
-    `limits` (from a ThresholdTable) skips pass 1.
+    Per row chunk, adapters are folded in one at a time: each chunk of ΔW_t is trimmed with its limit
+    (`steps.limit_mask`, the quota of tied entries carried across chunks), weighted, and added to the election's
+    totals (`SignTotals`) and the disjoint merge's signed sums (`SignedSums`); then `steps.elect` and
+    `steps.merge_agreeing` finish the chunk — no T-stacked tensor, no extra pass. `limits` (from a
+    ThresholdTable) skips pass 1.
     """
     m, n = bs[0].shape[0], as_[0].shape[1]
     device = bs[0].device
@@ -91,47 +80,33 @@ def ties_from_factors(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], p
     normalize = True if p.normalize is None else p.normalize
     for r0 in range(0, m, rows):
         r1 = min(m, r0 + rows)
-        shape = (r1 - r0, n)
-        total, pos, neg, wpos, wneg = (torch.zeros(shape, device=device) for _ in range(5))
-        cpos, cneg = (torch.zeros(shape, dtype=torch.int32, device=device) for _ in range(2))
-        x = torch.empty(shape, device=device)
+        totals = sums = None
+        x = torch.empty((r1 - r0, n), device=device)
         for t, (b, a) in enumerate(zip(bs, as_)):
             torch.matmul(b[r0:r1], a, out=x)
-            # Step 1: trim to the adapter's threshold (entries tied with it: the first ones in index order)
+            # Step 1: trim to the adapter's limit, then weight: τ̂_t = w_t · trim(ΔW_t)
             thr, _ = limits[t]
             if thr is not None:
-                mag = x.abs()
-                mask = mag > thr
-                if quota[t] > 0:
-                    ties = (mag == thr).view(-1).nonzero().squeeze(1)[: quota[t]]
-                    mask.view(-1)[ties] = True
-                    quota[t] -= len(ties)
+                mask, used = steps.limit_mask(x.abs(), thr, quota[t])
+                quota[t] -= used
                 x.mul_(mask)
-                del mag, mask
+                del mask
             kept += int(torch.count_nonzero(x))
-            w = p.weights[t]
-            x.mul_(w)  # τ̂_t = w_t · trim(ΔW_t)
-            total.add_(x)
-            up, down = x > 0, x < 0
-            pos.add_(x.clamp(min=0))
-            neg.add_(x.clamp(max=0))
-            wpos.add_(up.to(wpos.dtype), alpha=w)
-            wneg.add_(down.to(wneg.dtype), alpha=w)
-            cpos.add_(up)
-            cneg.add_(down)
-            del up, down
-        # Step 2: elect the sign of every entry (ties elect +)
-        elected_up = total >= 0 if p.sign is SignRule.sum else cpos >= cneg
+            x.mul_(p.weights[t])
+            one = x.unsqueeze(0)
+            weight = torch.tensor([p.weights[t]], device=device)
+            if totals is None:
+                totals, sums = steps.sign_totals(one), steps.signed_sums(one, weight)
+            else:
+                totals += steps.sign_totals(one)
+                sums += steps.signed_sums(one, weight)
+        # Step 2: elect the sign of every entry
+        sign = steps.elect(totals, p.sign)
         # Step 3: disjoint merge: the agreeing entries' sum over their weight
-        out = torch.where(elected_up, pos, neg)
-        if normalize:
-            divisor = torch.where(elected_up, wpos, wneg)
-            divisor[divisor == 0] = 1
-            out.div_(divisor)
-        merged[r0:r1] = out
-        nonzero += int((cpos + cneg).sum())
-        disagree += int(torch.where(elected_up, cneg, cpos).sum())
-        del total, pos, neg, wpos, wneg, cpos, cneg, x, out
+        merged[r0:r1] = steps.merge_agreeing(sums, sign, normalize)
+        d, k = steps.conflicts(totals, sign)
+        disagree, nonzero = disagree + d, nonzero + k
+        del totals, sums, sign, x
     if p.lam != 1:
         merged.mul_(p.lam)
     stats = MergeStats(kept_density=kept / (len(bs) * m * n) if m * n else 0.0,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from tiesmerge.merge.refactor import Factorization, RankRequest, choose_rank, split_factors
+from tiesmerge.merge.types import RankMode
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def from_core(space: CoreSpace, merged: torch.Tensor, req: RankRequest) -> Facto
     u, s, vh = u.float(), s.float(), vh.float()
     total = float((s.double() ** 2).sum())  # ‖ΔW‖² = ‖M‖² since the bases are orthonormal
     cap = min(merged.shape)
-    if req.mode == "auto" and req.max_rank:
+    if req.mode is RankMode.auto and req.max_rank:
         cap = min(cap, req.max_rank)
     rank = choose_rank(s.square(), total, req, cap)
     keep = min(rank, s.numel())  # map back only the kept directions (the big GEMMs shrink K/R-fold)

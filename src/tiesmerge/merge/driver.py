@@ -16,8 +16,8 @@ import torch
 
 from tiesmerge import __version__
 from tiesmerge.adapters.card import model_card
-from tiesmerge.adapters.writer import StreamingSafetensorsWriter, atomic_output_dir, lora_config
-from tiesmerge.configs.loader import recipe_to_yaml
+from tiesmerge.adapters.writer import StreamingSafetensorsWriter, lora_config
+from tiesmerge.atomic import atomic_output_dir
 from tiesmerge.errors import BadInputError
 from tiesmerge.merge.job import MergeJob
 from tiesmerge.merge.module import merge_module
@@ -57,7 +57,7 @@ def run(job: MergeJob, out_dir: Path, *, force: bool = False, device: torch.devi
             writer.abort()
             raise
         writer.close()
-        _write_metadata(job, tmp, reports, device, time.perf_counter() - start, command)
+        write_metadata(job, tmp, reports, device, time.perf_counter() - start, command)
     seconds = time.perf_counter() - start
     return MergeResult(Path(out_dir), tuple(reports), summarize(reports), seconds)
 
@@ -72,7 +72,7 @@ def check_output_path(job: MergeJob, out_dir: Path) -> None:
                                 "write the merge to a separate directory")
 
 
-def _write_metadata(job: MergeJob, tmp: Path, reports: list[ModuleReport], device: torch.device,
+def write_metadata(job: MergeJob, tmp: Path, reports: list[ModuleReport], device: torch.device,
                     seconds: float, command: str | None) -> None:
     plan = job.plan
     config = lora_config(
@@ -105,7 +105,7 @@ def _write_metadata(job: MergeJob, tmp: Path, reports: list[ModuleReport], devic
         model_card(
             base_model=plan.base_model,
             method=job.recipe.method.value,
-            recipe_yaml=recipe_to_yaml(job.recipe),
+            recipe_yaml=job.recipe.to_yaml(),
             inputs=inputs,
             summary=summary,
             version=__version__,

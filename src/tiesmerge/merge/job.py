@@ -8,13 +8,13 @@ import torch
 
 from tiesmerge.adapters.compat import ModulePlan, SetPlan, plan_set
 from tiesmerge.adapters.reader import AdapterReader
-from tiesmerge.configs.recipe import Recipe
 from tiesmerge.dtypes import FLOAT_DTYPES
-from tiesmerge.extras import Extra, require
+from tiesmerge.extras import require
 from tiesmerge.merge.methods.mergekit_family import module_seed
+from tiesmerge.merge.recipe import Recipe
 from tiesmerge.merge.refactor import RankRequest
 from tiesmerge.merge.registry import MethodSpec, get
-from tiesmerge.merge.types import MethodParams
+from tiesmerge.merge.types import MethodParams, RankMode
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class MergeJob:
             densities=tuple(a.density if a.density is not None else default_density for a in entries),
             lam=p.lam,
             sign=p.sign,
-            normalize=p.normalize,
+            normalize=self.spec.resolve_normalize(p.normalize),
             rescale=p.rescale,
             gamma=p.gamma,
             epsilon=p.epsilon,
@@ -49,16 +49,16 @@ def prepare(recipe: Recipe) -> MergeJob:
     readers = tuple(AdapterReader(a.path, a.name) for a in recipe.adapters)
     plan = plan_set(readers, recipe.base_model, recipe.allow_base_mismatch)
     out = recipe.output
-    if isinstance(out.rank, int):
-        rank = RankRequest(mode="int", rank=out.rank, svd=out.svd)
-    elif out.rank == "auto":
-        rank = RankRequest(mode="auto", energy=out.energy, max_rank=out.max_rank or plan.max_input_rank, svd=out.svd)
+    if out.rank_mode is RankMode.fixed:
+        rank = RankRequest(RankMode.fixed, rank=out.rank, svd=out.svd)
+    elif out.rank_mode is RankMode.auto:
+        rank = RankRequest(RankMode.auto, energy=out.energy, max_rank=out.max_rank or plan.max_input_rank, svd=out.svd)
     else:
-        rank = RankRequest(mode="full", svd=out.svd)
+        rank = RankRequest(RankMode.full, svd=out.svd)
     out_dtype = plan.dtype if out.dtype == "auto" else FLOAT_DTYPES[out.dtype]
     spec = get(recipe.method)
-    if not spec.native:
-        require(Extra.mergekit, f"method {recipe.method.value} (mergekit's kernel)")
+    if spec.extra is not None:
+        require(spec.extra, f"method {recipe.method.value} ({spec.runs})")
     return MergeJob(recipe, readers, plan, spec, rank, out_dtype)
 
 
@@ -66,9 +66,10 @@ def describe(job: MergeJob) -> list[str]:
     """Human-readable plan lines (used by --dry-run and validate)."""
     r = job.recipe
     p = r.parameters.model_dump(by_alias=True, exclude_none=True)
-    shown = {k: (v.value if hasattr(v, "value") else v) for k, v in p.items() if k in job.spec.parameters}
+    reads = {q.value for q in job.spec.parameters}
+    shown = {k: (v.value if hasattr(v, "value") else v) for k, v in p.items() if k in reads}
     lines = [
-        f"method: {r.method.value} ({'native' if job.spec.native else 'via mergekit'}), {r.space.value} space"
+        f"method: {r.method.value} ({job.spec.runs}), {r.space.value} space"
         + (f"  parameters: {shown}" if shown else ""),
         f"base model: {job.plan.base_model or 'not named by the adapters'}",
     ]

@@ -7,11 +7,11 @@ import torch
 
 from tiesmerge.adapters.compat import ModulePlan
 from tiesmerge.merge import refactor
-from tiesmerge.merge.chunked import ThresholdTable, ties_from_factors
+from tiesmerge.merge.chunked import ThresholdTable
 from tiesmerge.merge.core import core_space, from_core
 from tiesmerge.merge.job import MergeJob
 from tiesmerge.merge.report import ModuleReport
-from tiesmerge.merge.types import MergeStats, Method, MethodParams, Space
+from tiesmerge.merge.types import MergeStats, MethodParams, Space
 
 
 def _scaled_factors(job: MergeJob, module: ModulePlan, device: torch.device, coeffs=None):
@@ -35,7 +35,7 @@ def linear_concat(job: MergeJob, module: ModulePlan, params: MethodParams, devic
 def in_core_space(job: MergeJob, module: ModulePlan, params: MethodParams, device: torch.device):
     """The method applied to the K × K cores; mapped back at rank ≤ K."""
     space = core_space(*_scaled_factors(job, module, device))
-    out = job.spec.fn(space.cores, params)
+    out = job.spec.dense(space.cores, params)
     return from_core(space, out.delta, job.rank), out.stats, None
 
 
@@ -64,24 +64,25 @@ def in_full_space(job: MergeJob, module: ModulePlan, params: MethodParams, devic
                   cache: ModuleCache | None = None):
     """The method applied to the dense ΔW stack, then a truncated SVD.
 
-    Native TIES never builds the stack: it forms ΔW rows chunk by chunk from the factors (chunked.py).
-    With a ModuleCache (sweeps) the factors are not re-read and the trim thresholds come from its table.
+    A method with a factor kernel (spec.factors; TIES) never builds the stack: it forms ΔW rows chunk by chunk
+    from the factors (chunked.py). With a ModuleCache (sweeps) the factors are not re-read and the trim limits
+    come from its table.
     """
-    if job.spec.method is Method.ties:
+    spec = job.spec
+    if spec.factors is not None:
         if cache is not None:
-            out = ties_from_factors(*cache.factors, params, limits=cache.table.limits(params.densities))
+            out = spec.factors(*cache.factors, params, limits=cache.table.limits(params.densities))
         else:
-            out = ties_from_factors(*_scaled_factors(job, module, device), params)
-        merged_density = float((out.delta != 0).float().mean())
-        return refactor.from_dense(out.delta, job.rank), out.stats, merged_density
-    deltas = torch.empty((len(module.members), module.d_out, module.d_in), dtype=torch.float32, device=device)
-    for k, i in enumerate(module.members):
-        reader = job.readers[i]
-        a, b = reader.factors(module.name, device)
-        torch.matmul(b * reader.modules[module.name].scale, a, out=deltas[k])
-        del a, b
-    out = job.spec.fn(deltas, params)
-    del deltas
+            out = spec.factors(*_scaled_factors(job, module, device), params)
+    else:
+        deltas = torch.empty((len(module.members), module.d_out, module.d_in), dtype=torch.float32, device=device)
+        for k, i in enumerate(module.members):
+            reader = job.readers[i]
+            a, b = reader.factors(module.name, device)
+            torch.matmul(b * reader.modules[module.name].scale, a, out=deltas[k])
+            del a, b
+        out = spec.dense(deltas, params)
+        del deltas
     merged_density = float((out.delta != 0).float().mean())
     return refactor.from_dense(out.delta, job.rank), out.stats, merged_density
 
@@ -89,7 +90,7 @@ def in_full_space(job: MergeJob, module: ModulePlan, params: MethodParams, devic
 def merge_module(job: MergeJob, module: ModulePlan, device: torch.device,
                  cache: ModuleCache | None = None) -> tuple[refactor.Factorization, ModuleReport]:
     """Merge one module over the adapters that hold it and factor the result back to LoRA.
-    `cache` (full-space TIES only) reuses the module's factors and trim thresholds across calls."""
+    `cache` (methods with a factor kernel) reuses the module's factors and trim limits across calls."""
     params = job.params_for(module)
     if job.recipe.space is Space.core:
         fac, stats, merged_density = in_core_space(job, module, params, device)

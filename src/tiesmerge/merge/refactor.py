@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
-RankMode = Literal["int", "auto", "full"]
-SvdMode = Literal["auto", "exact", "randomized"]
+from tiesmerge.merge.types import RankMode, SvdMode
 
 # Below this smaller dimension an economy SVD is cheap; above it `auto` uses a randomized SVD.
 EXACT_SVD_MAX_DIM = 2048
@@ -25,9 +23,13 @@ class RankRequest:
     rank: int | None = None  # mode == "int"
     energy: float = 0.99  # mode == "auto": keep this share of ‖ΔW‖²_F
     max_rank: int | None = None  # mode == "auto": cap
-    svd: SvdMode = "auto"
+    svd: SvdMode = SvdMode.auto
     niter: int = 4  # power iterations of the randomized SVD
     oversample: int = 10
+
+    def __post_init__(self):  # accept the enums' values too ("int", "auto", "full"; "exact", …)
+        object.__setattr__(self, "mode", RankMode(self.mode))
+        object.__setattr__(self, "svd", SvdMode(self.svd))
 
 
 @dataclass(frozen=True)
@@ -42,9 +44,9 @@ class Factorization:
 
 def choose_rank(sq_sigma: torch.Tensor, total: float, req: RankRequest, cap: int) -> int:
     """The output rank for one module given its squared singular values (descending)."""
-    if req.mode == "int":
+    if req.mode is RankMode.fixed:
         return min(int(req.rank), cap)
-    if req.mode == "full":
+    if req.mode is RankMode.full:
         return cap
     if total <= 0:
         return 1
@@ -75,9 +77,9 @@ def split_factors(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, rank: int,
 
 
 def _use_randomized(req: RankRequest, q: int, n_min: int) -> bool:
-    if req.svd == "exact" or req.mode == "full":
+    if req.svd is SvdMode.exact or req.mode is RankMode.full:
         return False
-    if req.svd == "randomized":
+    if req.svd is SvdMode.randomized:
         return q < n_min
     return n_min > EXACT_SVD_MAX_DIM and 2 * q < n_min
 
@@ -109,9 +111,9 @@ def from_dense(delta: torch.Tensor, req: RankRequest) -> Factorization:
     delta = delta.float()
     n_min = min(delta.shape)
     total = float(delta.square().sum(dtype=torch.float64))
-    if req.mode == "int":
+    if req.mode is RankMode.fixed:
         target = min(int(req.rank), n_min)
-    elif req.mode == "auto":
+    elif req.mode is RankMode.auto:
         target = min(req.max_rank or n_min, n_min)
     else:
         target = n_min
@@ -119,7 +121,7 @@ def from_dense(delta: torch.Tensor, req: RankRequest) -> Factorization:
     if _use_randomized(req, q, n_min):
         u, s, v = torch.svd_lowrank(delta, q=q, niter=req.niter)
         vh = v.T
-    elif req.mode == "full":  # lossless means lossless: factor in fp64, store fp32
+    elif req.mode is RankMode.full:  # lossless means lossless: factor in fp64, store fp32
         u, s, vh = (t.float() for t in torch.linalg.svd(delta.double(), full_matrices=False))
     else:
         u, s, vh = top_singular(delta, target)
@@ -136,7 +138,7 @@ def from_factors(b: torch.Tensor, a: torch.Tensor, req: RankRequest) -> Factoriz
     from tiesmerge.merge.core import core_space, from_core
 
     space = core_space([b], [a])
-    if req.mode == "full":
+    if req.mode is RankMode.full:
         total = float(space.cores[0].double().square().sum())
         return Factorization(B=b.contiguous(), A=a.contiguous(), rank=b.shape[1], retained_energy=1.0, rel_error=0.0,
                              delta_norm=math.sqrt(total))

@@ -27,6 +27,20 @@ class Space(str, Enum):
     core = "core"  # on the K × K cores of a shared orthonormal basis (no dense matrix; Panariello et al. 2025)
 
 
+class RankMode(str, Enum):
+    """How the output rank of each module is chosen."""
+
+    fixed = "int"  # one rank for every module (truncated SVD), capped at the module's size
+    auto = "auto"  # the smallest rank keeping `energy` of ‖ΔW‖²_F, per module
+    full = "full"  # lossless
+
+
+class SvdMode(str, Enum):
+    auto = "auto"  # exact below EXACT_SVD_MAX_DIM, randomized above
+    exact = "exact"
+    randomized = "randomized"
+
+
 class SignRule(str, Enum):
     """How TIES elects the sign of each entry."""
 

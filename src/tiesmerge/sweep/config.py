@@ -12,8 +12,8 @@ from typing import Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tiesmerge.configs.recipe import AdapterEntry
 from tiesmerge.errors import BadInputError
+from tiesmerge.merge.recipe import AdapterEntry
 from tiesmerge.merge.types import Method, SignRule, Space
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False)

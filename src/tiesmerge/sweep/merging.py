@@ -16,14 +16,16 @@ from typing import Callable, Sequence
 
 import torch
 
-from tiesmerge.adapters.writer import StreamingSafetensorsWriter, atomic_output_dir
-from tiesmerge.configs.recipe import AdapterEntry
-from tiesmerge.merge.driver import _write_metadata
+from tiesmerge.adapters.writer import StreamingSafetensorsWriter
+from tiesmerge.atomic import atomic_output_dir
+from tiesmerge.merge.driver import write_metadata
 from tiesmerge.merge.job import prepare
 from tiesmerge.merge.module import ModuleCache, merge_module
+from tiesmerge.merge.recipe import AdapterEntry
 from tiesmerge.merge.refactor import Factorization
+from tiesmerge.merge.registry import get as get_method
 from tiesmerge.merge.report import ModuleReport, summarize
-from tiesmerge.merge.types import Method, Space
+from tiesmerge.merge.types import Space
 from tiesmerge.sweep.config import SweepConfig
 from tiesmerge.sweep.points import Point, recipe_for
 
@@ -31,8 +33,9 @@ Progress = Callable[[int, int, str], None]
 
 
 def lam_group(p: Point) -> str | None:
-    """Points sharing this key differ only in λ (native full-space TIES); None: merged on their own."""
-    if p.method is Method.ties and p.space is Space.full:
+    """Points sharing this key differ only in λ and are merged once (methods whose merge commutes with λ, in full
+    space, where the shared merge also shares the module cache); None: merged on their own."""
+    if get_method(p.method).lambda_commutes and p.space is Space.full:
         return replace(p, lam=1.0).key
     return None
 
@@ -93,6 +96,6 @@ def merge_points(cfg: SweepConfig, points: Sequence[Point], adapters: Sequence[A
         seconds = time.perf_counter() - start
         for p in points:
             writers[p.key].close()
-            _write_metadata(jobs[p.key], tmps[p.key], reports[p.key], device, seconds / len(points),
+            write_metadata(jobs[p.key], tmps[p.key], reports[p.key], device, seconds / len(points),
                             f"tiesmerge sweep (point {p.key})")
     return {p.key: summarize(reports[p.key]) for p in points}

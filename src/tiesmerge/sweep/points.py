@@ -6,7 +6,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Sequence
 
-from tiesmerge.configs.recipe import AdapterEntry, MergeParameters, OutputSpec, Recipe
+from tiesmerge.merge.recipe import AdapterEntry, MergeParameters, OutputSpec, Recipe
 from tiesmerge.merge.registry import get as get_method
 from tiesmerge.merge.types import Method, Space
 from tiesmerge.sweep.config import SweepConfig

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tiesmerge.adapters.writer import atomic_output_dir
-from tiesmerge.demo.progress import ProgressFactory
+from tiesmerge.atomic import atomic_output_dir
 from tiesmerge.devices import resolve_device
 from tiesmerge.errors import BadInputError
 from tiesmerge.eval.questions import Question
 from tiesmerge.eval.report import EvalResult, Target, write_outputs
 from tiesmerge.eval.session import EvalSession
+from tiesmerge.progress import ProgressFactory
 from tiesmerge.sweep.config import Metric, SweepAdapter, SweepConfig
 from tiesmerge.sweep.executors import EXECUTORS
 from tiesmerge.sweep.merging import merge_points
@@ -38,16 +38,19 @@ class SweepRun:
     seconds: dict
 
 
-def resolve_adapters(cfg: SweepConfig, progress: ProgressFactory, log: Callable[[str], None]) -> list[SweepAdapter]:
+# Trains (or reads from the cache) the specialists of a named preset: (base, progress, log) → domain → adapter path.
+# Supplied by the caller (the CLI passes the demo's trainer), so the sweep does not depend on the demo.
+PresetTrainer = Callable[[str, ProgressFactory, Callable[[str], None]], dict[str, Path]]
+
+
+def resolve_adapters(cfg: SweepConfig, progress: ProgressFactory, log: Callable[[str], None],
+                     preset_trainer: PresetTrainer | None = None) -> list[SweepAdapter]:
     if isinstance(cfg.adapters, list):
         return cfg.adapters
-    from tiesmerge.demo.config import DemoConfig
-    from tiesmerge.demo.specialists import train_specialists
-    from tiesmerge.eval.builtin.build import build
-
-    demo = DemoConfig(base=cfg.base)
-    sets = build(demo.n_per_domain, demo.data_seed, domains=demo.domains)
-    specs = train_specialists(demo, {d: sets["train"][d] for d in demo.domains}, progress, log)
+    if preset_trainer is None:
+        raise BadInputError(f"adapters: {cfg.adapters} names a preset whose specialists this caller cannot train; "
+                            "list the adapters in the sweep config")
+    specs = preset_trainer(cfg.base, progress, log)
     return [SweepAdapter(name=d, path=p, domain=d) for d, p in specs.items()]
 
 
@@ -79,12 +82,12 @@ def split_questions(cfg: SweepConfig, domains: list[str], split: str) -> list[Qu
 
 def run_sweep(cfg: SweepConfig, out: Path, *, executor: str = "local", ray_address: str | None = None,
               force: bool = False, progress: ProgressFactory, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
-              cache_root: Path | None = None) -> SweepRun:
+              cache_root: Path | None = None, preset_trainer: PresetTrainer | None = None) -> SweepRun:
     if executor not in EXECUTORS:
         raise BadInputError(f"--executor {executor!r} is unknown; use {' or '.join(EXECUTORS)}")
     seconds: dict[str, float] = {}
     store = SweepStore(out, cfg, force=force)
-    adapters = resolve_adapters(cfg, progress, log)
+    adapters = resolve_adapters(cfg, progress, log, preset_trainer)
     specialist_of = {a.domain or a.name: a.name for a in adapters}
     domains = list(specialist_of)  # adapter order: the demo preset then shares the demo's cached evaluations
     points = grid(cfg)

@@ -47,6 +47,17 @@ def mergekit_parameters(p: MethodParams) -> dict[str, Any]:
     return params
 
 
+DELLA_EPSILON = 0.15  # mergekit's default
+
+
+def della_check(params, densities) -> None:
+    """DELLA draws keep probabilities in density ± epsilon: that interval must lie inside (0, 1)."""
+    eps = params.epsilon if params.epsilon is not None else DELLA_EPSILON
+    for d in densities:
+        if d < 1 and not (0 < d - eps and d + eps < 1):
+            raise ValueError(f"DELLA needs density ± epsilon inside (0, 1); density {d}, epsilon {eps}")
+
+
 def module_seed(seed: int, module: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(module.encode())) % (2**63)
 

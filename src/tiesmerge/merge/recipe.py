@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Union
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tiesmerge.merge.registry import get as get_method
-from tiesmerge.merge.types import Method, SignRule, Space
+from tiesmerge.merge.spec import Param
+from tiesmerge.merge.types import Method, RankMode, SignRule, Space, SvdMode
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, use_enum_values=False, allow_inf_nan=False)
 
@@ -82,9 +84,13 @@ class OutputSpec(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="dtype of the written factors (auto: the inputs' dtype)"
     )
-    svd: Literal["auto", "exact", "randomized"] = Field(
-        "auto", description="SVD used to truncate: exact (economy), randomized, or auto by matrix size"
+    svd: SvdMode = Field(
+        SvdMode.auto, description="SVD used to truncate: exact (economy), randomized, or auto by matrix size"
     )
+
+    @property
+    def rank_mode(self) -> RankMode:
+        return RankMode.fixed if isinstance(self.rank, int) else RankMode(self.rank)
 
     @field_validator("rank")
     @classmethod
@@ -113,21 +119,25 @@ class Recipe(BaseModel):
         if dupes:
             raise ValueError(f"adapter names must be unique; repeated: {', '.join(dupes)}")
         spec = get_method(self.method)
-        given = {("lambda" if k == "lam" else k) for k in self.parameters.model_fields_set} - {"seed"}
+        given = {Param.of_field(k) for k in self.parameters.model_fields_set} - {Param.seed}
+        densities = [d for d in [self.parameters.density, *(a.density for a in self.adapters)] if d is not None]
         if any(a.density is not None for a in self.adapters):
-            given.add("density")
-        stray = sorted(given - set(spec.parameters))
+            given.add(Param.density)
+        stray = sorted(p.value for p in given - set(spec.parameters))
         if stray:
             raise ValueError(
                 f"parameter(s) {', '.join(stray)} do not apply to method {self.method.value} "
-                f"(it reads: {', '.join(spec.parameters)})"
+                f"(it reads: {', '.join(p.value for p in spec.parameters)})"
             )
-        if self.method in (Method.della, Method.della_linear):
-            eps = self.parameters.epsilon if self.parameters.epsilon is not None else 0.15
-            for d in [self.parameters.density] + [a.density for a in self.adapters]:
-                if d is not None and d < 1 and not (0 < d - eps and d + eps < 1):
-                    raise ValueError(f"DELLA needs density ± epsilon inside (0, 1); density {d}, epsilon {eps}")
+        if self.space not in spec.spaces:
+            raise ValueError(f"method {self.method.value} does not run in {self.space.value} space "
+                             f"(it runs in: {', '.join(sorted(s.value for s in spec.spaces))})")
+        if spec.check is not None:
+            spec.check(self.parameters, densities)
         return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=False)
 
     def resolved(self, base_dir: Path) -> "Recipe":
         """A copy whose relative adapter paths are resolved against `base_dir`."""

@@ -9,10 +9,10 @@ import torch
 from tests.cli.helpers import run_cli
 from tests.conftest import peft_deltas
 from tiesmerge.adapters.reader import AdapterReader
-from tiesmerge.adapters.trainer import TrainSettings, train_adapter
 from tiesmerge.eval.models import load_base
 from tiesmerge.eval.questions import make_question
 from tiesmerge.eval.scoring import score_letters
+from tiesmerge.train.trainer import TrainSettings, train_adapter
 
 QS = [make_question(f"Item {i}: which letter?", ["w", "x", "y", "z"], "C", "toy") for i in range(12)]
 
@@ -62,7 +62,7 @@ def test_cli_train_is_seeded(tiny_base, tmp_path):
 def test_shared_prefix_loss_and_gradients_equal_full_prompts(tiny_base):
     from peft import LoraConfig, get_peft_model
 
-    from tiesmerge.adapters.trainer import batch_loss, encode_examples, shared_prefix_length
+    from tiesmerge.train.trainer import batch_loss, encode_examples, shared_prefix_length
 
     model, tok = load_base(str(tiny_base), device="cpu")
     peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, use_rslora=True, init_lora_weights=False,
@@ -72,7 +72,7 @@ def test_shared_prefix_loss_and_gradients_equal_full_prompts(tiny_base):
     examples = encode_examples(tok, qs)
     plen = shared_prefix_length(examples)
     assert plen > 10 and all(p[:plen] == examples[0][0][:plen] for p, _ in examples)
-    from tiesmerge.adapters.trainer import _batch
+    from tiesmerge.train.trainer import _batch
 
     results = []
     ids, mask, labels = _batch(examples, tok.pad_token_id, "cpu")

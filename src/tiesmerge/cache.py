@@ -1,4 +1,5 @@
-"""A keyed artifact cache under the user cache dir: a changed recipe gets a new key, so it rebuilds."""
+"""A keyed artifact cache under the user cache dir, shared by eval, sweep and the demo: a changed setting gets a
+new key, so it rebuilds; entries are written atomically."""
 
 from __future__ import annotations
 
@@ -9,19 +10,42 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from tiesmerge.adapters.writer import atomic_output_dir
-from tiesmerge.eval.models import cache_dir
+from pydantic import BaseModel
+
+from tiesmerge.atomic import atomic_output_dir
 
 
-def demo_cache_root() -> Path:
+def cache_dir() -> Path:
+    """Where tiesmerge caches: $TIESMERGE_CACHE, else the user cache dir (platformdirs when installed)."""
+    env = os.environ.get("TIESMERGE_CACHE")
+    if env:
+        return Path(env)
+    try:
+        import platformdirs
+    except ImportError:
+        return Path.home() / ".cache" / "tiesmerge"
+    return Path(platformdirs.user_cache_dir("tiesmerge"))
+
+
+def artifact_root() -> Path:
+    """The default root of keyed artifacts (specialists, merges, evaluations)."""
     return cache_dir() / "demo"
+
+
+def cache_key(*parts: Any) -> str:
+    """A short stable hash of JSON-serialisable parts (pydantic models by their dump)."""
+    def plain(p: Any) -> Any:
+        return p.model_dump(mode="json", by_alias=True) if isinstance(p, BaseModel) else p
+
+    blob = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def cached_dir(kind: str, name: str, key: str, build: Callable[[Path], None], root: Path | None = None) -> tuple[Path, bool]:
     """`root/kind/name-key`, built by `build(tmp_dir)` into a temp dir and renamed when complete.
 
     Returns (path, hit). An interrupted build leaves nothing behind under the final name."""
-    target = (root or demo_cache_root()) / kind / f"{name}-{key}"
+    target = (root or artifact_root()) / kind / f"{name}-{key}"
     if (target / ".complete").is_file():
         return target, True
     with atomic_output_dir(target, force=True) as tmp:
@@ -31,7 +55,7 @@ def cached_dir(kind: str, name: str, key: str, build: Callable[[Path], None], ro
 
 
 def read_json(kind: str, name: str, key: str, root: Path | None = None) -> Any | None:
-    path = (root or demo_cache_root()) / kind / f"{name}-{key}.json"
+    path = (root or artifact_root()) / kind / f"{name}-{key}.json"
     if not path.is_file():
         return None
     try:
@@ -42,7 +66,7 @@ def read_json(kind: str, name: str, key: str, root: Path | None = None) -> Any |
 
 def write_json(kind: str, name: str, key: str, data: Any, root: Path | None = None) -> Path:
     """Write atomically (temp file, then rename)."""
-    folder = (root or demo_cache_root()) / kind
+    folder = (root or artifact_root()) / kind
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}-{key}.json"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)

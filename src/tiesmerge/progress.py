@@ -1,4 +1,4 @@
-"""The demo's progress hook factory: (total, label, unit) → a context manager yielding hook(done, total, note)."""
+"""Progress hooks shared by eval, sweep and the demo: (total, label, unit) → a context manager yielding hook(done, total, note)."""
 
 from __future__ import annotations
 

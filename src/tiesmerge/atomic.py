@@ -1,0 +1,136 @@
+"""Atomic output folders, checked before any work, with disk faults as one-line user errors.
+
+An output is built in a hidden temp dir beside its target (`.NAME.tmp-PID-XXXX`) and renamed into place only when
+complete, so a failed or interrupted run leaves nothing under the target's name. A run killed outright (SIGKILL,
+power loss) cannot clean up: the next run that writes beside the same target removes such temp dirs once their
+process is gone, and says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+from tiesmerge.errors import BadInputError
+
+Log = Callable[[str], None]
+
+# Disk faults a user fixes (free space, permissions, another path), not bugs.
+DISK_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+               errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+               errno.EROFS: "read-only file system"}
+_STALE = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)(?:-.*)?$")
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def disk_error(exc: OSError, path: Path | str) -> BadInputError | None:
+    """The one-line user error for a disk fault while writing `path`, or None for other errors."""
+    reason = DISK_ERRNOS.get(exc.errno or -1)
+    if reason is None:
+        return None
+    fix = ("free space there or write elsewhere with -o" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+           else "choose a folder you can write to with -o")
+    return BadInputError(f"cannot write {path}: {reason}; {fix}")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(target: Path, log: Log | None = _stderr) -> list[Path]:
+    """Remove temp dirs of this tool beside `target` left by runs that no longer exist; returns them."""
+    removed = []
+    try:
+        siblings = list(target.parent.iterdir())
+    except OSError:
+        return removed
+    for entry in siblings:
+        m = _STALE.match(entry.name)
+        if m and m["name"] == target.name and not _alive(int(m["pid"])):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    if removed and log is not None:
+        log(f"removed {len(removed)} unfinished temp folder(s) of an earlier, interrupted run beside {target}")
+    return removed
+
+
+def check_output_dir(target: Path | str, force: bool) -> Path:
+    """Refuse an output folder that cannot be written, before any work: not a folder, not empty without --force,
+    a parent that is a file or not writable. Returns the resolved path."""
+    target = Path(target).expanduser()
+    if target.exists() and not target.is_dir():
+        raise BadInputError(f"output {target} exists and is not a directory; choose another -o path")
+    if target.is_dir() and any(target.iterdir()) and not force:
+        raise BadInputError(f"output {target} exists and is not empty; pass --force to replace it")
+    parent = target.absolute().parent
+    existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise BadInputError(f"output {target}: {existing} is a file, not a folder; choose another -o path")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise BadInputError(f"cannot write {target}: permission denied in {existing}; "
+                            "choose a folder you can write to with -o")
+    return target.resolve()
+
+
+def ensure_free_space(folder: Path, need: int, what: str) -> None:
+    """Refuse to start a long job whose output (`need` bytes, with 5 % headroom) cannot fit on the disk."""
+    probe = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if probe is None:
+        return
+    free = shutil.disk_usage(probe).free
+    if free < need * 1.05:
+        raise BadInputError(f"not enough free space for {what} in {probe}: needs about {need / 2**20:.0f} MiB, "
+                            f"{free / 2**20:.0f} MiB free; free space or write elsewhere with -o")
+
+
+@contextlib.contextmanager
+def atomic_output_dir(target: Path, force: bool, log: Log | None = _stderr) -> Iterator[Path]:
+    """Yield a temp dir beside `target`; on success it replaces `target`, on any failure it is removed.
+    Disk faults (full disk, quota, permissions, read-only) become one-line BadInputErrors naming the path."""
+    target = Path(target)
+    check_output_dir(target, force)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(target, log)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+    except OSError as exc:
+        raise (disk_error(exc, target) or exc) from None
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the output should look like any folder
+    try:
+        yield tmp
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            target.rename(old)
+        tmp.rename(target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        err = disk_error(exc, target)
+        if err is None:
+            raise
+        raise err from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

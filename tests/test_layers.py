@@ -1,0 +1,51 @@
+"""Data flows one way: adapters → merge → configs → eval → train / sweep / agents → demo → cli. Each package
+imports only packages on a lower layer (and the neutral top-level modules), never another package's private
+names. Read from the source with ast, so a new upward import fails here."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.core
+
+ROOT = Path(__file__).resolve().parents[1] / "src" / "tiesmerge"
+LAYER = {"(top)": 0, "adapters": 1, "merge": 2, "configs": 3, "eval": 4, "train": 5, "sweep": 5, "agents": 5,
+         "demo": 6, "cli": 7}
+
+
+def imports():
+    """(importing package, imported package, imported names, file) for every tiesmerge import."""
+    for f in ROOT.rglob("*.py"):
+        rel = f.relative_to(ROOT).parts
+        pkg = rel[0] if len(rel) > 1 else "(top)"
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "tiesmerge":
+                mods = [(node.module, [a.name for a in node.names])]
+            elif isinstance(node, ast.Import):
+                mods = [(a.name, []) for a in node.names if a.name.split(".")[0] == "tiesmerge"]
+            else:
+                continue
+            for module, names in mods:
+                parts = module.split(".")
+                target = parts[1] if len(parts) > 1 and (ROOT / parts[1]).is_dir() else "(top)"
+                yield pkg, target, names, f
+
+
+def test_every_package_has_a_layer():
+    packages = {p.name for p in ROOT.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert packages <= set(LAYER), f"give {packages - set(LAYER)} a layer"
+
+
+def test_no_upward_or_sideways_imports():
+    bad = sorted({f"{pkg} -> {target} ({f.relative_to(ROOT)})" for pkg, target, _, f in imports()
+                  if pkg != target and LAYER[target] >= LAYER[pkg]})
+    assert bad == []
+
+
+def test_no_private_names_across_packages():
+    bad = sorted({f"{f.relative_to(ROOT)}: {n}" for pkg, target, names, f in imports()
+                  if pkg != target for n in names if n.startswith("_") and n != "__version__"})
+    assert bad == []
