@@ -58,10 +58,9 @@ def train(
         source = "builtin:train"
     if out.is_dir() and any(out.iterdir()) and not force:
         raise BadInputError(f"output {out} exists and is not empty; pass --force to replace it")
-    from tiesmerge.train.trainer import TARGETS
+    from tiesmerge.train.trainer import TrainTarget
 
-    if target not in TARGETS:
-        raise BadInputError(f"--target {target!r} is unknown; use letter or text")
+    target = TrainTarget.parse(target, "--target")
     settings = TrainSettings(steps=steps, rank=rank, alpha=alpha, lr=lr, batch_size=batch_size, seed=seed,
                              warmup_steps=max(1, steps // 10), target=target)
     model, tokenizer = load_base(base, device=device, dtype="float32")

@@ -104,10 +104,9 @@ def eval_cmd(
     require(Extra.eval, "tiesmerge eval")
     from tiesmerge.eval.models import load_base
     from tiesmerge.eval.report import write_outputs
-    from tiesmerge.eval.run import SCORERS, collect_questions, evaluate
+    from tiesmerge.eval.run import EvalMode, collect_questions, evaluate
 
-    if mode not in SCORERS:
-        raise BadInputError(f"--mode {mode!r} is unknown; use letters, cloze or generate")
+    mode = EvalMode.parse(mode, "--mode")
     adapters = {k: Path(v) for k, v in _pairs(adapter, "--adapter").items()}
     merged_map = {k: Path(v) for k, v in _pairs(merged, "--merged").items()}
     explicit = _pairs(specialist, "--specialist")

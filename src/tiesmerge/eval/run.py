@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from tiesmerge.choices import Choice
 from tiesmerge.errors import BadInputError
 from tiesmerge.eval.cloze import score_cloze
 from tiesmerge.eval.loaders import load_questions
@@ -13,7 +14,14 @@ from tiesmerge.eval.questions import Question
 from tiesmerge.eval.report import EvalResult, Target, specialists
 from tiesmerge.eval.scoring import score_generate, score_letters
 
-SCORERS = {"letters": score_letters, "cloze": score_cloze, "generate": score_generate}
+
+class EvalMode(Choice):
+    letters = "letters"  # log-likelihood of A–D after the options
+    cloze = "cloze"  # likelihood of each choice's text as the answer; options not shown
+    generate = "generate"  # greedy generation, a letter parsed
+
+
+SCORERS = {EvalMode.letters: score_letters, EvalMode.cloze: score_cloze, EvalMode.generate: score_generate}
 
 
 def collect_questions(data: Sequence[tuple[str | None, Path]], *, builtin: bool, split: str, limit: int | None,
@@ -46,13 +54,14 @@ def collect_questions(data: Sequence[tuple[str | None, Path]], *, builtin: bool,
 
 
 def evaluate(model, tokenizer, questions: Sequence[Question], *, adapters: Mapping[str, Path] = {},
-             merged: Mapping[str, Path] = {}, mode: str = "letters", batch_size: int = 16, include_base: bool = True,
+             merged: Mapping[str, Path] = {}, mode: EvalMode = EvalMode.letters, batch_size: int = 16, include_base: bool = True,
              explicit_specialists: Mapping[str, str] = {},
              on_target: Callable[[str, int], Callable[[int], None] | None] | None = None) -> EvalResult:
     """Score every target on the same questions; adapters are attached once and switched."""
     clash = (set(adapters) & set(merged)) | ({"base"} & (set(adapters) | set(merged)))
     if clash:
         raise BadInputError(f"adapter names must be unique and not 'base'; rename: {', '.join(sorted(clash))}")
+    mode = EvalMode.parse(mode, "--mode")
     scorer = SCORERS[mode]
     peft = attach_adapters(model, {**adapters, **merged})
     targets = ([Target("base", "base")] if include_base else []) + \
@@ -69,4 +78,4 @@ def evaluate(model, tokenizer, questions: Sequence[Question], *, adapters: Mappi
         with using(peft, model, None if target.kind == "base" else target.name) as m:
             predictions[target.name] = scorer(m, tokenizer, questions, batch_size=batch_size, progress=progress)
     return EvalResult(targets, domains, predictions, specialists(list(adapters), domains, explicit_specialists),
-                      meta={"mode": mode, "n_questions": len(questions), "batch_size": batch_size})
+                      meta={"mode": mode.value, "n_questions": len(questions), "batch_size": batch_size})

@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from tiesmerge.choices import Choice
 from tiesmerge.eval.questions import Question
 from tiesmerge.eval.scoring import build_prompt, common_prefix, logits_at
 
@@ -32,25 +33,27 @@ class TrainSettings:
     weight_decay: float = 0.0
     seed: int = 0
     target_modules: tuple[str, ...] = PROJECTIONS
-    target: str = "letter"  # letter (options shown, loss on the letter) or text (no options, loss on the answer text)
+    target: "TrainTarget | str" = "letter"  # TrainTarget (the strings are accepted)
 
 
-TARGETS = ("letter", "text")
+class TrainTarget(Choice):
+    letter = "letter"  # options shown, loss on the answer letter (for eval --mode letters)
+    text = "text"  # no options, loss on the answer's text (for eval --mode cloze)
 
 
-def encode_examples(tokenizer, questions: Sequence[Question], target: str = "letter") -> list[tuple[list[int], list[int]]]:
+def encode_examples(tokenizer, questions: Sequence[Question],
+                    target: "TrainTarget | str" = TrainTarget.letter) -> list[tuple[list[int], list[int]]]:
     """(prompt token ids, answer token ids), with the very prompts the evaluator scores: `letter` — the
     options shown, the answer is the gold letter (letter scoring); `text` — no options, the answer is
     the gold choice's text and the end-of-turn token (cloze scoring)."""
     from tiesmerge.eval.cloze import answer_ids, cloze_prompt
     from tiesmerge.eval.scoring import letter_token_ids
 
-    if target not in TARGETS:
-        raise ValueError(f"unknown training target {target!r}; use letter or text")
+    target = TrainTarget.parse(target, "target")
     letters = letter_token_ids(tokenizer)
     out = []
     for q in questions:
-        if target == "letter":
+        if target is TrainTarget.letter:
             ids = tokenizer(build_prompt(tokenizer, q), add_special_tokens=False)["input_ids"]
             out.append((ids, [letters[q.answer_index]]))
         else:
