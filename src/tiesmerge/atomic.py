@@ -76,6 +76,10 @@ def check_output_dir(target: Path | str, force: bool) -> Path:
     """Refuse an output folder that cannot be written, before any work: not a folder, not empty without --force,
     a parent that is a file or not writable. Returns the resolved path."""
     target = Path(target).expanduser()
+    resolved = target.resolve()
+    if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents or resolved.parent == resolved:
+        raise BadInputError(f"output {target} is the current folder, one of its parents or the root; "
+                            "write to a new folder")
     if target.exists() and not target.is_dir():
         raise BadInputError(f"output {target} exists and is not a directory; choose another -o path")
     if target.is_dir() and any(target.iterdir()) and not force:
@@ -105,8 +109,7 @@ def ensure_free_space(folder: Path, need: int, what: str) -> None:
 def atomic_output_dir(target: Path, force: bool, log: Log | None = _stderr) -> Iterator[Path]:
     """Yield a temp dir beside `target`; on success it replaces `target`, on any failure it is removed.
     Disk faults (full disk, quota, permissions, read-only) become one-line BadInputErrors naming the path."""
-    target = Path(target)
-    check_output_dir(target, force)
+    target = check_output_dir(target, force)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         remove_stale(target, log)
@@ -116,9 +119,9 @@ def atomic_output_dir(target: Path, force: bool, log: Log | None = _stderr) -> I
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the output should look like any folder
+    old = None
     try:
         yield tmp
-        old = None
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             target.rename(old)
@@ -127,6 +130,8 @@ def atomic_output_dir(target: Path, force: bool, log: Log | None = _stderr) -> I
             shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists() and not target.exists():
+            old.rename(target)  # put the previous output back
         err = disk_error(exc, target)
         if err is None:
             raise

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import torch
 
-from tiesmerge.adapters.config import LoraSettings, read_lora_settings
+from tiesmerge.adapters.config import CONFIG_NAME, LoraSettings, read_lora_settings
 from tiesmerge.adapters.safetensors_file import SafetensorsFile, SafetensorsFormatError, torch_dtype
 from tiesmerge.errors import BadInputError
 
@@ -55,11 +59,11 @@ class AdapterReader:
     def __init__(self, path: Path, name: str):
         self.name = name
         self.path = Path(path)
+        self.warnings: list[str] = []  # one line each, shown before a merge
         label = f"adapter {name!r} ({self.path})"
-        if not self.path.exists():
-            raise BadInputError(f"{label}: path does not exist")
-        if not self.path.is_dir():
-            raise BadInputError(f"{label}: not a directory; pass the folder holding adapter_config.json")
+        check_folder(self.path, label)
+        for file in (CONFIG_NAME, WEIGHTS_NAME):
+            check_readable(self.path / file, label)
         self.settings: LoraSettings = read_lora_settings(self.path, f"adapter {name!r}")
         self.weights_path = self.path / WEIGHTS_NAME
         self.passthrough: tuple[str, ...] = ()  # base-layer weights saved beside embedding LoRA
@@ -70,13 +74,16 @@ class AdapterReader:
         try:
             self._file = SafetensorsFile(self.weights_path)
             keys = self._file.keys()
-        except (SafetensorsFormatError, OSError) as exc:
+        except SafetensorsFormatError as exc:
             raise BadInputError(
                 f"{label}: {WEIGHTS_NAME} is corrupt or truncated ({exc}); re-copy or re-save the adapter"
             ) from None
+        except OSError as exc:
+            raise BadInputError(f"{label}: cannot read {WEIGHTS_NAME}: {exc.strerror or exc}") from None
         self.modules: dict[str, ModuleEntry] = self._index(keys, label)
         if not self.modules:
             raise BadInputError(f"{label}: {WEIGHTS_NAME} holds no LoRA tensors")
+        self.warnings += missing_targets(self.settings, self.modules, name)
 
     # -- indexing --------------------------------------------------------------------------------
     def _index(self, keys: list[str], label: str) -> dict[str, ModuleEntry]:
@@ -115,12 +122,19 @@ class AdapterReader:
                 f"{label}: module {name!r} has {len(a_shape)}-D factors (convolution LoRA?); "
                 "only Linear and Embedding LoRA are supported"
             )
+        cfg_rank = self.settings.rank_of(name)
+        transposed = (a_shape[1] == cfg_rank and b_shape[0] == cfg_rank
+                      and (a_shape[0] != cfg_rank or b_shape[1] != cfg_rank))
+        if transposed:
+            raise BadInputError(
+                f"{label}: module {name!r} has lora_A {list(a_shape)} and lora_B {list(b_shape)}: both look transposed "
+                f"(PEFT stores lora_A as [r, in] and lora_B as [out, r], r = {cfg_rank}); re-save them transposed"
+            )
         if a_shape[0] != b_shape[1]:
             raise BadInputError(
                 f"{label}: module {name!r} has lora_A {list(a_shape)} and lora_B {list(b_shape)}, whose ranks differ"
             )
         rank = a_shape[0]
-        cfg_rank = self.settings.rank_of(name)
         if cfg_rank != rank:
             raise BadInputError(
                 f"{label}: adapter_config says r={cfg_rank} for {name!r} but its lora_A has {rank} rows; "
@@ -160,6 +174,11 @@ class AdapterReader:
             out.append(t)
         return out[0], out[1]
 
+    def tensor_bytes(self, key: str) -> int:
+        shape = self._file.shape(key)
+        return int(torch.empty((), dtype=torch_dtype(self._file.dtype_name(key))).element_size()
+                   * (int(torch.tensor(shape).prod()) if shape else 1))
+
     def tensor(self, key: str) -> torch.Tensor:
         """A stored tensor as is (used for pass-through base-layer weights)."""
         try:
@@ -182,6 +201,71 @@ class AdapterReader:
     @property
     def parameter_count(self) -> int:
         return sum(e.rank * (e.d_in + e.d_out) for e in self.modules.values())
+
+
+def check_folder(path: Path, label: str) -> None:
+    """The adapter path is a folder this process can list: else one line naming the real cause."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        reason = {errno.ENOENT: "path does not exist",
+                  errno.ELOOP: "the path is a symlink loop; point it at the real adapter folder",
+                  errno.EACCES: "permission denied on the path; make it readable (chmod / run as its owner)",
+                  errno.ENOTDIR: "a part of the path is a file, not a folder",
+                  errno.ENAMETOOLONG: "the path is too long"}.get(exc.errno, exc.strerror or str(exc))
+        raise BadInputError(f"{label}: {reason}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise BadInputError(f"{label}: not a directory; pass the folder holding adapter_config.json")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise BadInputError(f"{label}: permission denied listing the folder; make it readable (chmod / run as its owner)")
+
+
+def check_readable(file: Path, label: str) -> None:
+    """A file of the adapter that exists must be readable (a missing one is reported by the caller)."""
+    try:
+        with open(file, "rb"):
+            pass
+    except FileNotFoundError:
+        return
+    except PermissionError:
+        raise BadInputError(f"{label}: permission denied reading {file.name}; make it readable (chmod / run as its "
+                            "owner)") from None
+    except IsADirectoryError:
+        raise BadInputError(f"{label}: {file.name} is a folder, not a file") from None
+    except OSError as exc:
+        raise BadInputError(f"{label}: cannot read {file.name}: {exc.strerror or exc}") from None
+
+
+_LAYER = re.compile(r"\.(\d+)\.")
+
+
+def missing_targets(settings: LoraSettings, modules: Mapping[str, ModuleEntry], name: str) -> list[str]:
+    """Warnings for modules the config targets that the weights do not hold: a targeted leaf name with no
+    tensors at all, or a leaf held in some layers but not in others (a partial save?)."""
+    out = []
+    leaves: dict[str, set[int]] = {}
+    layers: set[int] = set()
+    for module in modules:
+        leaf = module.rsplit(".", 1)[-1]
+        m = _LAYER.search(module)
+        idx = int(m.group(1)) if m else -1
+        leaves.setdefault(leaf, set()).add(idx)
+        layers.add(idx)
+    targets = settings.target_modules
+    if isinstance(targets, (list, tuple)):
+        absent = sorted(t for t in targets if t not in leaves and not any(k.endswith(t) for k in modules))
+        if absent:
+            out.append(f"adapter {name!r}: its config targets {', '.join(absent)} but it holds no such tensors "
+                       "(those modules get nothing from it)")
+    if not settings.layers_restricted:
+        for leaf, held in sorted(leaves.items()):
+            missing = sorted(layers - held - {-1})
+            # held in most layers but not all: a partial save (a leaf in few layers is an architecture's choice)
+            if missing and -1 not in held and len(held) > len(missing):
+                shown = ", ".join(map(str, missing[:5])) + (" …" if len(missing) > 5 else "")
+                out.append(f"adapter {name!r}: holds {leaf} in {len(held)} of {len(layers - {-1})} layers "
+                           f"(missing in layer {shown}; a partial save?)")
+    return out
 
 
 def natural_key(name: str) -> list:

@@ -7,6 +7,7 @@ import typer
 from tiesmerge import __version__
 from tiesmerge.cli import adapters, data, demo, deploy, examples, inspect, merge, methods, sweep
 from tiesmerge.cli import eval as eval_cli
+from tiesmerge.cli.common import handle_signals
 from tiesmerge.quiet import quiet_libraries
 
 app = typer.Typer(
@@ -48,6 +49,7 @@ app.add_typer(examples.app, name="examples")
 
 def main() -> None:
     quiet_libraries()
+    handle_signals()
     app()
 
 

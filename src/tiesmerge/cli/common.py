@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 from typing import Any, Callable, TypeVar
 
 import typer
 from pydantic import BaseModel
 
-from tiesmerge.errors import TiesmergeError
+from tiesmerge.errors import Interrupted, TiesmergeError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -45,8 +46,10 @@ def guarded(fn: F) -> F:
             if debug_enabled(ctx):
                 raise
             raise fail(str(exc).replace("\n", " "), exc.exit_code) from None
-        except KeyboardInterrupt:
-            raise fail("interrupted; nothing was written", 130) from None
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            raise fail(f"interrupted by {signal.Signals(signum).name}; nothing was written "
+                       "(a finished output is only ever renamed into place whole)", 128 + signum) from None
         except Exception as exc:  # a bug: say so, keep the traceback for --debug
             if debug_enabled(ctx):
                 raise
@@ -58,3 +61,13 @@ def guarded(fn: F) -> F:
 def field_help(model: type[BaseModel], name: str) -> str:
     """The config model's description of a field, so a flag's help is written once, in the model."""
     return model.model_fields[name].description or ""
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
+def handle_signals() -> None:
+    """SIGTERM and SIGHUP end a command like Ctrl-C: temp outputs are removed, one line, exit 128 + signal."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_interrupted)

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tiesmerge.atomic import atomic_output_dir
+from tiesmerge.atomic import atomic_output_dir, check_output_dir
 from tiesmerge.cli.common import guarded
 from tiesmerge.cli.progress import module_progress
 from tiesmerge.errors import BadInputError
@@ -107,6 +107,8 @@ def eval_cmd(
     from tiesmerge.eval.run import EvalMode, collect_questions, evaluate
 
     mode = EvalMode.parse(mode, "--mode")
+    if out is not None:
+        check_output_dir(out, force)  # before the evaluation, not after
     adapters = {k: Path(v) for k, v in _pairs(adapter, "--adapter").items()}
     merged_map = {k: Path(v) for k, v in _pairs(merged, "--merged").items()}
     explicit = _pairs(specialist, "--specialist")

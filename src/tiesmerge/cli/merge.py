@@ -115,7 +115,11 @@ def print_summary(result: driver.MergeResult, console: Console) -> None:
 
     table.add_row("modules", str(s["modules"]))
     table.add_row("rank", f"{s['rank_min']}–{s['rank_max']} (mean {s['rank_mean']:.1f})")
-    table.add_row("retained energy", f"mean {pct(s['retained_energy_mean'])}, min {pct(s['retained_energy_min'])} ({s['worst_module']})")
+    if s["worst_module"] is not None:
+        table.add_row("retained energy", f"mean {pct(s['retained_energy_mean'])}, min {pct(s['retained_energy_min'])} "
+                                         f"({s['worst_module']})")
+    if s["zero_modules"]:
+        table.add_row("ΔW = 0", f"{s['zero_modules']} of {s['modules']} modules")
     table.add_row("relative Frobenius error", f"mean {s['rel_frobenius_error_mean']:.4f}, max {s['rel_frobenius_error_max']:.4f}")
     table.add_row("sign-conflict rate", pct(s["sign_conflict_rate_mean"]))
     table.add_row("kept density (trim)", pct(s["kept_density_mean"]))
@@ -179,6 +183,8 @@ def merge(
     if output is None and not dry_run:
         raise BadInputError("no output directory; pass -o DIR (or --dry-run to only check)")
     job = prepare(spec)
+    for line in job.warnings:
+        typer.echo(f"warning: {line}", err=True)
     out = Console()
     if dry_run:
         for line in describe(job):
@@ -189,6 +195,9 @@ def merge(
         result = driver.run(job, output, force=force, device=dev, progress=hook,
                             command=shlex.join(["tiesmerge", *sys.argv[1:]]))
     print_summary(result, out)
+    if result.summary.get("zero_modules") == result.summary["modules"]:
+        typer.echo("warning: the merged ΔW is 0 in every module: the inputs carry no update "
+                   "(all-zero lora_B — untrained adapters?) or the trim and sign election cancelled everything", err=True)
 
 
 @guarded
@@ -199,6 +208,8 @@ def validate(
     """Check a recipe without merging: its keys and values, the adapters it names, and the set's compatibility."""
     spec = build_recipe(recipe, [], {})
     job = prepare(spec)
+    for line in job.warnings:
+        typer.echo(f"warning: {line}", err=True)
     out = Console()
     out.print(f"[green]ok[/green]: {recipe} is a valid recipe", soft_wrap=True)
     for line in describe(job):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from tiesmerge.atomic import atomic_output_dir
+from tiesmerge.atomic import atomic_output_dir, check_output_dir
 from tiesmerge.cache import adapter_digest
 from tiesmerge.demo import table
 from tiesmerge.demo.config import DemoConfig
@@ -37,6 +37,7 @@ def run_demo(config: DemoConfig, out: Path, *, force: bool, progress: ProgressFa
     from tiesmerge.eval.builtin.build import build
     from tiesmerge.eval.models import EMBEDDED, embedded_base
 
+    check_output_dir(out, force)  # before 19 minutes of work, not after
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     base_path = str(embedded_base(config.base, log)) if config.base in EMBEDDED else config.base

@@ -108,4 +108,18 @@ def load_questions(path: Path, domain: str | None = None, skip_invalid: bool = F
         raise BadInputError(f"{path}: not UTF-8 text ({exc.reason})") from None
     if not result.questions:
         raise BadInputError(f"{path}: no valid questions")
+    refuse_duplicate_ids(result.questions, str(path))
     return result
+
+
+def refuse_duplicate_ids(questions, where: str) -> None:
+    """Predictions, caches and paired comparisons are keyed by question id: two questions with one id would
+    silently overwrite each other (an id absent from a row is derived from its text, so a repeated row repeats it)."""
+    seen: dict[str, int] = {}
+    for q in questions:
+        seen[q.id] = seen.get(q.id, 0) + 1
+    dupes = [i for i, n in seen.items() if n > 1]
+    if dupes:
+        shown = ", ".join(repr(d) for d in dupes[:3]) + (" …" if len(dupes) > 3 else "")
+        raise BadInputError(f"{where}: {len(dupes)} question id(s) occur more than once ({shown}); give every row "
+                            "a unique id (or remove the repeated rows)")

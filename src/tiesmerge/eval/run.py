@@ -8,7 +8,7 @@ from typing import Callable, Mapping, Sequence
 from tiesmerge.choices import Choice
 from tiesmerge.errors import BadInputError
 from tiesmerge.eval.cloze import score_cloze
-from tiesmerge.eval.loaders import load_questions
+from tiesmerge.eval.loaders import load_questions, refuse_duplicate_ids
 from tiesmerge.eval.models import attach_adapters, using
 from tiesmerge.eval.questions import Question
 from tiesmerge.eval.report import EvalResult, Target, specialists
@@ -42,6 +42,7 @@ def collect_questions(data: Sequence[tuple[str | None, Path]], *, builtin: bool,
             questions += qs
     if not questions:
         raise BadInputError("no questions: pass --data DOMAIN=FILE or --builtin")
+    refuse_duplicate_ids(questions, "the questions of all --data files together")
     if limit is not None:
         per: dict[str, int] = {}
         kept = []

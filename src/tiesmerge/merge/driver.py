@@ -17,9 +17,9 @@ import torch
 from tiesmerge import __version__
 from tiesmerge.adapters.card import model_card
 from tiesmerge.adapters.writer import StreamingSafetensorsWriter, lora_config
-from tiesmerge.atomic import atomic_output_dir
+from tiesmerge.atomic import atomic_output_dir, check_output_dir, ensure_free_space
 from tiesmerge.errors import BadInputError
-from tiesmerge.merge.job import MergeJob
+from tiesmerge.merge.job import MergeJob, output_bytes
 from tiesmerge.merge.module import merge_module
 from tiesmerge.merge.report import ModuleReport, summarize
 
@@ -38,7 +38,9 @@ def run(job: MergeJob, out_dir: Path, *, force: bool = False, device: torch.devi
         progress: ProgressHook | None = None, command: str | None = None) -> MergeResult:
     """Merge every module and write a PEFT adapter to `out_dir` atomically."""
     start = time.perf_counter()
-    check_output_path(job, Path(out_dir))
+    out_dir = check_output_dir(Path(out_dir), force)
+    check_output_path(job, out_dir)
+    ensure_free_space(out_dir.parent, output_bytes(job), f"the merged adapter {out_dir.name}")
     modules = job.plan.modules
     reports: list[ModuleReport] = []
     with atomic_output_dir(Path(out_dir), force) as tmp:

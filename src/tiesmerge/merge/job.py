@@ -9,12 +9,13 @@ import torch
 from tiesmerge.adapters.compat import ModulePlan, SetPlan, plan_set
 from tiesmerge.adapters.reader import AdapterReader
 from tiesmerge.dtypes import FLOAT_DTYPES
+from tiesmerge.errors import BadInputError
 from tiesmerge.extras import require
 from tiesmerge.merge.methods.mergekit_family import module_seed
 from tiesmerge.merge.recipe import Recipe
 from tiesmerge.merge.refactor import RankRequest
 from tiesmerge.merge.registry import MethodSpec, get
-from tiesmerge.merge.types import MethodParams, RankMode
+from tiesmerge.merge.types import MethodParams, RankMode, Space
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class MergeJob:
     spec: MethodSpec
     rank: RankRequest
     out_dtype: torch.dtype
+    warnings: tuple[str, ...] = ()  # one line each: what the user should know before the merge runs
 
     def params_for(self, module: ModulePlan) -> MethodParams:
         """The method's parameters for one module, over the adapters that hold it."""
@@ -59,7 +61,40 @@ def prepare(recipe: Recipe) -> MergeJob:
     spec = get(recipe.method)
     if spec.extra is not None:
         require(spec.extra, f"method {recipe.method.value} ({spec.runs})")
-    return MergeJob(recipe, readers, plan, spec, rank, out_dtype)
+    refuse_no_op(recipe)
+    warnings = [w for reader in readers for w in reader.warnings]
+    warnings += rank_warnings(recipe, readers, plan, spec, rank)
+    return MergeJob(recipe, readers, plan, spec, rank, out_dtype, tuple(warnings))
+
+
+def refuse_no_op(recipe: Recipe) -> None:
+    """A merge whose result is ΔW = 0 by its settings is a mistake, not a merge."""
+    if recipe.parameters.lam == 0:
+        raise BadInputError("lambda is 0: the merged ΔW would be 0 in every module; set lambda (1 is the usual value)")
+    if all(a.weight == 0 for a in recipe.adapters):
+        raise BadInputError("every adapter's weight is 0: the merged ΔW would be 0 in every module; give the adapters "
+                            "non-zero weights")
+
+
+def module_cap(plan_module: ModulePlan, readers, spec: MethodSpec, space: Space) -> int:
+    """The largest rank a module's merged ΔW can have: its size, and Σ r_i where the merge stays in the factors'
+    span (core space, linear methods)."""
+    cap = min(plan_module.d_out, plan_module.d_in)
+    if space is Space.core or spec.linear:
+        cap = min(cap, sum(readers[i].modules[plan_module.name].rank for i in plan_module.members))
+    return cap
+
+
+def rank_warnings(recipe: Recipe, readers, plan: SetPlan, spec: MethodSpec, rank: RankRequest) -> list[str]:
+    if rank.mode is not RankMode.fixed:
+        return []
+    caps = {m.name: module_cap(m, readers, spec, recipe.space) for m in plan.modules}
+    over = [name for name, cap in caps.items() if rank.rank > cap]
+    if not over:
+        return []
+    low = min(over, key=lambda n: caps[n])
+    return [f"output rank {rank.rank} is more than {len(over)} of {len(caps)} modules can hold (e.g. {low}: at most "
+            f"{caps[low]}); those are written at their largest possible rank, exactly"]
 
 
 def describe(job: MergeJob) -> list[str]:
@@ -87,3 +122,17 @@ def describe(job: MergeJob) -> list[str]:
     what = {"int": f"rank {rank.rank}", "auto": f"auto (energy {rank.energy}, max {rank.max_rank})", "full": "full (lossless)"}
     lines.append(f"output: {what[rank.mode]}, dtype {str(job.out_dtype).removeprefix('torch.')}")
     return lines
+
+
+def output_bytes(job: MergeJob) -> int:
+    """An upper bound on the written adapter's size: each module at the largest rank the request allows."""
+    width = torch.empty((), dtype=job.out_dtype).element_size()
+    total = 0
+    for m in job.plan.modules:
+        cap = module_cap(m, job.readers, job.spec, job.recipe.space)
+        rank = {RankMode.fixed: min(job.rank.rank or cap, cap), RankMode.auto: min(job.rank.max_rank or cap, cap),
+                RankMode.full: cap}[job.rank.mode]
+        total += rank * (m.d_in + m.d_out) * width
+    for key, holder in job.plan.passthrough:
+        total += job.readers[holder].tensor_bytes(key)
+    return total + (1 << 20)  # header, config, card, report

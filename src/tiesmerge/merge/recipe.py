@@ -141,8 +141,14 @@ class Recipe(BaseModel):
 
     def resolved(self, base_dir: Path) -> "Recipe":
         """A copy whose relative adapter paths are resolved against `base_dir`."""
-        adapters = [
-            a.model_copy(update={"path": (a.path if a.path.is_absolute() else (base_dir / a.path)).resolve()})
-            for a in self.adapters
-        ]
+        adapters = [a.model_copy(update={"path": _resolve(a.path if a.path.is_absolute() else base_dir / a.path)})
+                    for a in self.adapters]
         return self.model_copy(update={"adapters": adapters})
+
+
+def _resolve(path: Path) -> Path:
+    """The real path; a symlink loop stays as given, for the reader to name."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):
+        return path.absolute()

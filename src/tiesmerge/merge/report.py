@@ -35,17 +35,19 @@ def _mean(values: Sequence[float | None]) -> float | None:
 def summarize(modules: Sequence[ModuleReport]) -> dict:
     if not modules:
         return {"modules": 0}
-    energies = [m.retained_energy for m in modules]
-    worst = min(modules, key=lambda m: m.retained_energy)
+    # a module whose merged ΔW is 0 keeps "all" of nothing: it has no retained energy to report
+    nonzero = [m for m in modules if m.delta_norm > 0]
+    worst = min(nonzero, key=lambda m: m.retained_energy) if nonzero else None
     ranks = [m.rank for m in modules]
     return {
         "modules": len(modules),
+        "zero_modules": len(modules) - len(nonzero),
         "rank_min": min(ranks),
         "rank_max": max(ranks),
         "rank_mean": statistics.fmean(ranks),
-        "retained_energy_mean": statistics.fmean(energies),
-        "retained_energy_min": worst.retained_energy,
-        "worst_module": worst.name,
+        "retained_energy_mean": statistics.fmean(m.retained_energy for m in nonzero) if nonzero else None,
+        "retained_energy_min": worst.retained_energy if worst else None,
+        "worst_module": worst.name if worst else None,
         "rel_frobenius_error_mean": statistics.fmean(m.rel_frobenius_error for m in modules),
         "rel_frobenius_error_max": max(m.rel_frobenius_error for m in modules),
         "sign_conflict_rate_mean": _mean([m.sign_conflict_rate for m in modules]),
