@@ -46,7 +46,9 @@ def test_validate_and_dry_run_write_nothing(adapter_set, tmp_path):
     assert res.exit_code == 0 and "valid recipe" in res.output and "rank 4" in res.output
     out = tmp_path / "out"
     res = run_cli("merge", recipe, "-o", out, "--dry-run")
-    assert res.exit_code == 0 and "dry run" in res.output and "14 modules" not in res.stderr
+    assert res.exit_code == 0 and "dry run: nothing written" in res.output
+    assert "method: ties" in res.output and "parameters: {'density': 0.3" in res.output
+    assert "  a: weight 1.0, r 8" in res.output and "  b: weight 0.5, r 4" in res.output
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml"]
 
