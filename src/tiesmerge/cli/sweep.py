@@ -25,7 +25,7 @@ def sweep(
     """Sweep the trim density × λ (and optionally rank and merge space) of a TIES merge, evaluate every point on
     the validation split, pick the best by the config's metric, and report it on the test split.
 
-    Each module's factors are read once and its trim thresholds for every density come from one sort, so an
+    Each module's factors are read once and its trim threshold for each density is one selection (kthvalue, not a sort), so an
     extra grid point costs its masking and re-factorisation only; the base is loaded once for all evaluations.
     Finished points are appended to points.jsonl as they complete: a killed sweep resumes where it stopped.
 
