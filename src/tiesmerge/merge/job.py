@@ -42,6 +42,7 @@ class MergeJob:
             rescale=p.rescale,
             gamma=p.gamma,
             epsilon=p.epsilon,
+            common_fraction=p.common_fraction,
             seed=module_seed(p.seed, module.name),
         )
 

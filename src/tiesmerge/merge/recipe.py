@@ -46,6 +46,8 @@ class MergeParameters(BaseModel):
     rescale: bool | None = Field(None, description="DARE/DELLA: rescale kept entries to the original L1 norm")
     gamma: float | None = Field(None, ge=0, lt=1, description="breadcrumbs: share of largest entries dropped as outliers")
     epsilon: float | None = Field(None, gt=0, lt=1, description="DELLA: spread of keep probabilities around density")
+    common_fraction: float | None = Field(
+        None, gt=0, lt=1, description="Iso-CTS: share of the directions kept as the common subspace (default 0.8)")
     seed: int = Field(0, description="seed for random methods (DARE, DELLA); each module derives its own")
 
     @model_validator(mode="before")

@@ -6,7 +6,7 @@ from typing import Mapping
 
 from tiesmerge.extras import Extra
 from tiesmerge.merge.chunked import ties_from_factors
-from tiesmerge.merge.methods import mergekit_family, task_arithmetic, ties
+from tiesmerge.merge.methods import iso_c, iso_cts, knots, mergekit_family, task_arithmetic, ties, tsv
 from tiesmerge.merge.spec import MethodSpec, Param
 from tiesmerge.merge.types import Method
 
@@ -61,6 +61,37 @@ REGISTRY: Mapping[Method, MethodSpec] = {
         Method.magnitude_prune, mergekit_family.bind(Method.magnitude_prune),
         "Magnitude pruning: keep the largest-|ΔW| density fraction of each adapter, weighted sum",
         "https://arxiv.org/abs/2306.01708", (Param.density, *_COMMON), **_MK,
+    ),
+    Method.tsv: MethodSpec(
+        Method.tsv, tsv.tsv,
+        "TSV-M: each task's top singular directions, decorrelated across tasks (polar factors), × λ",
+        "https://arxiv.org/abs/2412.00081", (Param.lam,),
+    ),
+    Method.iso_c: MethodSpec(
+        Method.iso_c, iso_c.iso_c,
+        "Iso-C: the summed update with a flat spectrum (every singular value = their mean), × λ",
+        "https://arxiv.org/abs/2502.04959", (Param.lam,),
+    ),
+    Method.iso_cts: MethodSpec(
+        Method.iso_cts, iso_cts.iso_cts,
+        "Iso-CTS: a common subspace plus each task's own directions, orthonormalised, flat spectrum, × λ",
+        "https://arxiv.org/abs/2502.04959", (Param.common_fraction, Param.lam),
+    ),
+    Method.knots_ties: MethodSpec(
+        Method.knots_ties, knots.knots_ties,
+        "KnOTS-TIES: align the updates by one joint SVD, TIES on each task's aligned representation, × λ",
+        "https://arxiv.org/abs/2410.19735", (Param.density, Param.sign, *_COMMON), default_normalize=True,
+    ),
+    Method.knots_dare: MethodSpec(
+        Method.knots_dare, knots.knots_dare,
+        "KnOTS-DARE: joint-SVD alignment, DARE drop with rescale, sign election, disjoint mean, × λ",
+        "https://arxiv.org/abs/2410.19735", (Param.density, Param.sign, Param.rescale, Param.seed, *_COMMON),
+        default_normalize=True,
+    ),
+    Method.knots_linear: MethodSpec(
+        Method.knots_linear, knots.knots_linear,
+        "KnOTS-linear: joint-SVD alignment, weighted sum (equals task arithmetic without normalize)",
+        "https://arxiv.org/abs/2410.19735", (Param.lam,),
     ),
 }
 

@@ -28,6 +28,7 @@ class Param(str, Enum):
     rescale = "rescale"
     gamma = "gamma"
     epsilon = "epsilon"
+    common_fraction = "common_fraction"
     seed = "seed"
 
     @classmethod

@@ -18,6 +18,12 @@ class Method(str, Enum):
     della = "della"
     della_linear = "della_linear"
     magnitude_prune = "magnitude_prune"
+    tsv = "tsv"
+    iso_c = "iso_c"
+    iso_cts = "iso_cts"
+    knots_ties = "knots_ties"
+    knots_dare = "knots_dare"
+    knots_linear = "knots_linear"
 
 
 class Space(str, Enum):
@@ -60,6 +66,7 @@ class MethodParams:
     rescale: bool | None = None
     gamma: float | None = None
     epsilon: float | None = None
+    common_fraction: float | None = None
     seed: int = 0
 
 
