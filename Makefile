@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.tiesmerge-installed
 
-.PHONY: setup test test-min test-lowest test-gpu test-all lint demo bench bench-agents clean
+.PHONY: setup test test-min test-lowest test-gpu test-all lint demo bench bench-quality bench-agents clean
 
 setup: $(STAMP)
 
@@ -79,6 +79,11 @@ bench: setup
 	$(PY) benchmarks/eval_throughput.py
 	$(PY) benchmarks/bench_sweep.py --out build/bench/sweep.json
 	$(PY) benchmarks/bench_merge.py --layers 1 --cap 900 --out build/bench
+
+# Merge quality: 8 specialists on their own fictional facts, every method chosen on validation, scored on test with
+# paired intervals (docs/quality.md). Cached under $$TIESMERGE_CACHE: ~70 min the first time here, seconds after.
+bench-quality: setup
+	$(PY) benchmarks/bench_quality.py --out build/bench/quality --docs docs
 
 # Answer / question latency on the embedded base with the demo's TIES merge (runs the demo first; cached after once).
 # On a GPU box with bitsandbytes: $(PY) benchmarks/agents_latency.py --random-72b --probe (see README).

@@ -1,0 +1,224 @@
+"""`make bench-quality`: can the merge methods be told apart? The knowledge suite (see quality_facts.py).
+
+T specialists, each trained on its own fictional facts on the embedded SmolLM2-135M, are merged by every method;
+each method's settings are chosen on the validation phrasings only, then it is scored on the test phrasings at
+output rank r (the inputs' rank) and at the exact rank T·r. Reported per domain: accuracy, gain retention
+(merged − base) / (specialist − base) and normalized accuracy; per method: mean and worst-domain gain retention and
+the paired 95 % interval of its accuracy difference to TIES and to task arithmetic on the same questions.
+Everything (specialists, merges, predictions) is cached under $TIESMERGE_CACHE: a re-run prints the tables in
+seconds.
+
+    python benchmarks/bench_quality.py [--domains 8] [--out build/bench/quality] [--docs docs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from quality_facts import FACTS_VERSION, suite  # noqa: E402
+from tiesmerge.cache import adapter_digest, cache_key, cached_dir  # noqa: E402
+from tiesmerge.eval.report import Target  # noqa: E402
+from tiesmerge.eval.session import EvalSession  # noqa: E402
+from tiesmerge.quiet import quiet_libraries  # noqa: E402
+from tiesmerge.train.trainer import TrainSettings, train_adapter  # noqa: E402
+
+BASE = "smollm2"
+TRAIN = TrainSettings(steps=120, rank=16, alpha=32.0, lr=1e-3, batch_size=8, warmup_steps=10, seed=0, target="text")
+MERGE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One method as benchmarked: fixed recipe parameters, and a grid chosen on validation."""
+
+    label: str
+    method: str
+    space: str
+    weight: str  # "mean": every adapter 1/T; "one": 1
+    fixed: dict = field(default_factory=dict)
+    grid: dict = field(default_factory=dict)
+
+    def points(self) -> list[dict]:
+        keys = list(self.grid)
+        return [{**self.fixed, **dict(zip(keys, values))} for values in itertools.product(*self.grid.values())]
+
+
+CANDIDATES = (
+    Candidate("TIES (full)", "ties", "full", "mean", {}, {"density": [0.2, 0.5, 1.0], "lambda": [1.0, 1.5]}),
+    Candidate("TIES (core)", "ties", "core", "mean", {}, {"density": [0.2, 0.5, 1.0]}),
+    Candidate("task arithmetic", "task_arithmetic", "full", "mean", {}, {"lambda": [2.0, 4.0, 8.0]}),
+    Candidate("DARE-TIES", "dare_ties", "full", "mean", {"normalize": True}, {"density": [0.3, 0.6]}),
+    Candidate("TSV-M", "tsv", "core", "one", {}, {"lambda": [0.5, 1.0, 1.5]}),
+    Candidate("Iso-C", "iso_c", "core", "one", {}, {"lambda": [0.5, 1.0, 1.5]}),
+    Candidate("Iso-CTS", "iso_cts", "core", "one", {}, {"lambda": [0.5, 1.0, 1.5]}),
+    Candidate("KnOTS-TIES (full)", "knots_ties", "full", "mean", {}, {"density": [0.2, 0.5, 1.0]}),
+    Candidate("KnOTS-TIES (core)", "knots_ties", "core", "mean", {}, {"density": [0.2, 0.5, 1.0]}),
+    Candidate("KnOTS-DARE (core)", "knots_dare", "core", "mean", {}, {"density": [0.3, 0.6]}),
+)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def no_progress(total, label, unit):
+    import contextlib
+
+    return contextlib.nullcontext(lambda *a: None)
+
+
+def train_specialists(data, domains) -> dict[str, Path]:
+    from tiesmerge.eval.models import load_base
+
+    out = {}
+    for domain in domains:
+        key = cache_key("quality-specialist", FACTS_VERSION, BASE, domain, TRAIN)
+
+        def build(tmp: Path, domain=domain) -> None:
+            model, tok = load_base(BASE, dtype="float32", device="auto")
+            card = train_adapter(model, tok, data["train"][domain] * 2, TRAIN, tmp,  # 3 phrasings × 2 passes
+                                 card={"suite": "knowledge", "domain": domain})
+            log(f"trained {domain}: loss {card['loss_first']:.3f} → {card['loss_last_10_mean']:.3f}, "
+                f"{card['seconds']:.0f} s")
+
+        out[domain], _ = cached_dir("quality-specialists", domain, key, build)
+    return out
+
+
+def merge(cand: Candidate, params: dict, rank: int, specs: dict[str, Path]) -> Path:
+    from tiesmerge.merge import driver
+    from tiesmerge.merge.job import prepare
+    from tiesmerge.merge.recipe import Recipe
+
+    weight = 1.0 / len(specs) if cand.weight == "mean" else 1.0
+    recipe = Recipe.model_validate({
+        "method": cand.method, "space": cand.space, "parameters": params, "output": {"rank": rank},
+        "adapters": [{"name": d, "path": str(p), "weight": weight} for d, p in specs.items()]})
+    key = cache_key("quality-merge", MERGE_VERSION, recipe.method, recipe.space, recipe.parameters, recipe.output,
+                    [(a.weight, adapter_digest(a.path)) for a in recipe.adapters])
+
+    def build(tmp: Path) -> None:
+        start = time.perf_counter()
+        driver.run(prepare(recipe), tmp / "adapter", force=True)
+        for f in (tmp / "adapter").iterdir():
+            f.rename(tmp / f.name)
+        (tmp / "adapter").rmdir()
+        log(f"merged {cand.label} {params} rank {rank}: {time.perf_counter() - start:.0f} s")
+
+    path, _ = cached_dir("quality-merges", cand.method, key, build)
+    return path
+
+
+def correct(session: EvalSession, name: str, path: Path | None) -> list[int]:
+    preds, _ = session.predictions(Target(name, "merged" if path else "base", str(path) if path else None))
+    return [int(p.predicted == p.gold) for p in preds]
+
+
+def by_domain(flags: list[int], questions) -> dict[str, float]:
+    out: dict[str, list[int]] = {}
+    for f, q in zip(flags, questions):
+        out.setdefault(q.domain, []).append(f)
+    return {d: sum(v) / len(v) for d, v in out.items()}
+
+
+def summary(acc: dict[str, float], base: dict[str, float], spec: dict[str, float]) -> dict:
+    kept = {d: (acc[d] - base[d]) / (spec[d] - base[d]) if spec[d] != base[d] else None for d in acc}
+    norm = {d: acc[d] / spec[d] if spec[d] else None for d in acc}
+    present = {d: v for d, v in kept.items() if v is not None}
+    worst = min(present, key=present.get) if present else None
+    return {"accuracy": acc, "mean_accuracy": sum(acc.values()) / len(acc), "gain_retention": kept,
+            "retention_mean": sum(present.values()) / len(present) if present else None,
+            "retention_worst": (worst, present[worst]) if worst else None,
+            "normalized_mean": sum(v for v in norm.values() if v is not None) / len(norm)}
+
+
+def paired(a: list[int], b: list[int]) -> tuple[float, float, float]:
+    """Mean accuracy difference a − b on the same questions with its paired 95 % (Wald) interval."""
+    n = len(a)
+    d = [x - y for x, y in zip(a, b)]
+    mean = sum(d) / n
+    var = sum((x - mean) ** 2 for x in d) / (n - 1) if n > 1 else 0.0
+    half = 1.959964 * math.sqrt(var / n)
+    return mean, mean - half, mean + half
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--domains", type=int, default=8)
+    ap.add_argument("--out", type=Path, default=Path("build/bench/quality"))
+    ap.add_argument("--docs", type=Path, default=None, help="also write quality.md and quality.png here")
+    ap.add_argument("--smoke", action="store_true", help="a minutes-long check of the pipeline (5 training "
+                    "steps, the first grid point of each method): numbers meaningless")
+    args = ap.parse_args()
+    quiet_libraries()
+    global TRAIN, CANDIDATES
+    if args.smoke:
+        from dataclasses import replace
+
+        TRAIN = replace(TRAIN, steps=5, warmup_steps=1)
+        CANDIDATES = tuple(replace(c, grid={k: v[:1] for k, v in c.grid.items()}) for c in CANDIDATES)
+    start = time.perf_counter()
+    data = suite(args.domains)
+    domains = list(data["test"])
+    val_qs = [q for d in domains for q in data["validation"][d]]
+    test_qs = [q for d in domains for q in data["test"][d]]
+    specs = train_specialists(data, domains)
+    log(f"specialists ready ({time.perf_counter() - start:.0f} s)")
+    val = EvalSession(BASE, val_qs, mode="cloze", batch_size=16, progress=no_progress, log=log)
+    test = EvalSession(BASE, test_qs, mode="cloze", batch_size=16, progress=no_progress, log=log)
+
+    base_flags = correct(test, "base", None)
+    base_acc = by_domain(base_flags, test_qs)
+    matrix = {d: by_domain(correct(test, f"spec-{d}", p), test_qs) for d, p in specs.items()}
+    spec_acc = {d: matrix[d][d] for d in domains}
+    val_base, val_spec = by_domain(correct(val, "base", None), val_qs), {
+        d: by_domain(correct(val, f"spec-{d}", p), val_qs)[d] for d, p in specs.items()}
+    log(f"base and specialists scored ({time.perf_counter() - start:.0f} s)")
+
+    r, exact = TRAIN.rank, TRAIN.rank * len(domains)
+    results, flags = [], {}
+    for cand in CANDIDATES:
+        scored = []
+        for params in cand.points():
+            path = merge(cand, params, r, specs)
+            s = summary(by_domain(correct(val, cand.label, path), val_qs), val_base, val_spec)
+            scored.append((s["normalized_mean"], s["mean_accuracy"], -len(scored), params))
+        best = max(scored)[3]
+        log(f"{cand.label}: chose {best} on validation")
+        for rank in (r, exact):
+            f = correct(test, f"{cand.label} r{rank}", merge(cand, best, rank, specs))
+            flags[(cand.label, rank)] = f
+            results.append({"label": cand.label, "method": cand.method, "space": cand.space, "rank": rank,
+                            "params": best, "validation": [list(x[:2]) + [x[3]] for x in scored],
+                            **summary(by_domain(f, test_qs), base_acc, spec_acc)})
+    for row in results:
+        rank = row["rank"]
+        row["vs_ties"] = paired(flags[(row["label"], rank)], flags[("TIES (full)", rank)])
+        row["vs_ta"] = paired(flags[(row["label"], rank)], flags[("task arithmetic", rank)])
+    report = {"domains": domains, "n_test_per_domain": len(test_qs) // len(domains),
+              "n_validation_per_domain": len(val_qs) // len(domains), "base": base_acc, "matrix": matrix,
+              "train": TRAIN.__dict__, "results": results, "seconds": round(time.perf_counter() - start)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "quality.json").write_text(json.dumps(report, indent=2, default=str))
+    from quality_report import markdown, plot
+
+    text = markdown(report)
+    print(text)
+    if args.docs is not None:
+        (args.docs / "quality.md").write_text(text)
+        plot(report, args.docs / "quality.png")
+    log(f"done in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

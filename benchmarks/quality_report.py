@@ -1,0 +1,89 @@
+"""Tables and a plot for bench_quality.py's report (quality.json)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def pct(v) -> str:
+    return "—" if v is None else f"{100 * v:.1f}"
+
+
+def interval(t) -> str:
+    mean, lo, hi = t
+    mark = " **" if lo > 0 or hi < 0 else ""
+    return f"{100 * mean:+.1f} ({100 * lo:+.1f} … {100 * hi:+.1f}){mark}"
+
+
+def markdown(report: dict) -> str:
+    domains = report["domains"]
+    n = report["n_test_per_domain"]
+    lines = [
+        "# Merge quality: the knowledge suite",
+        "",
+        f"{len(domains)} specialists (RSLoRA r={report['train']['rank']}, {report['train']['steps']} steps, "
+        f"lr {report['train']['lr']}) on the embedded SmolLM2-135M, each trained on its own fictional facts "
+        f"(24 people, one relation, four possible answers); test: {n} questions per domain in two held-out "
+        f"phrasings, settings chosen on {report['n_validation_per_domain']} validation questions per domain in a "
+        "third. Cloze scoring. `python benchmarks/bench_quality.py` (cached; first run "
+        f"{report['seconds'] // 60} min here).",
+        "",
+        "## Specialist × domain accuracy, % (diagonal: own domain)",
+        "",
+        "| model | " + " | ".join(domains) + " |",
+        "|---|" + "---|" * len(domains),
+        "| base | " + " | ".join(pct(report["base"][d]) for d in domains) + " |",
+    ]
+    for s in domains:
+        cells = [(f"**{pct(report['matrix'][s][d])}**" if d == s else pct(report["matrix"][s][d])) for d in domains]
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Merges (test split; settings chosen on validation)",
+        "",
+        "Gain retention = (merged − base) / (specialist − base) per domain; paired 95 % intervals of the accuracy "
+        f"difference on the same {n * len(domains)} test questions, ** where the interval excludes zero.",
+        "",
+        "| method | rank | chosen | mean acc % | gain kept mean % | worst domain % | norm. acc mean % | "
+        "− TIES (pts, 95 % CI) | − task arith. (pts, 95 % CI) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = sorted(report["results"], key=lambda r: (r["rank"], -(r["retention_mean"] or -9)))
+    for r in rows:
+        worst = r["retention_worst"]
+        chosen = ", ".join(f"{k} {v}" for k, v in r["params"].items()) or "—"
+        lines.append(
+            f"| {r['label']} | {r['rank']} | {chosen} | {pct(r['mean_accuracy'])} | {pct(r['retention_mean'])} | "
+            f"{pct(worst[1]) + ' (' + worst[0] + ')' if worst else '—'} | {pct(r['normalized_mean'])} | "
+            f"{interval(r['vs_ties'])} | {interval(r['vs_ta'])} |")
+    lines += ["", "## Gain retention per domain, % (rank r)", "",
+              "| method | " + " | ".join(domains) + " |", "|---|" + "---|" * len(domains)]
+    for r in rows:
+        if r["rank"] == report["train"]["rank"]:
+            lines.append(f"| {r['label']} | " + " | ".join(pct(r["gain_retention"][d]) for d in domains) + " |")
+    lines += ["", "![mean and worst-domain gain retention per method](quality.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rank = report["train"]["rank"]
+    rows = sorted((r for r in report["results"] if r["rank"] == rank), key=lambda r: -(r["retention_mean"] or -9))
+    labels = [r["label"] for r in rows]
+    mean = [100 * (r["retention_mean"] or 0) for r in rows]
+    worst = [100 * (r["retention_worst"][1] if r["retention_worst"] else 0) for r in rows]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    x = range(len(rows))
+    ax.bar([i - 0.2 for i in x], mean, width=0.4, label="mean over domains")
+    ax.bar([i + 0.2 for i in x], worst, width=0.4, label="worst domain")
+    ax.axhline(100, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(list(x), labels, rotation=30, ha="right")
+    ax.set_ylabel("gain retention, %")
+    ax.set_title(f"Knowledge suite: {len(report['domains'])} specialists merged at rank {rank}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
