@@ -12,7 +12,7 @@ import pytest
 pytestmark = pytest.mark.core
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "tiesmerge"
-LAYER = {"(top)": 0, "adapters": 1, "merge": 2, "configs": 3, "eval": 4, "train": 5, "sweep": 5, "agents": 5,
+LAYER = {"(top)": 0, "adapters": 1, "merge": 2, "configs": 3, "eval": 4, "train": 5, "sweep": 5, "agents": 5, "export": 5,
          "demo": 6, "cli": 7}
 
 

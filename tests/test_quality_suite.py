@@ -32,7 +32,7 @@ def test_splits_use_disjoint_phrasings_and_agree_on_the_facts():
     data = suite(3)
     for relation in data["test"]:
         facts = {}
-        for split, qs in data.items():
+        for qs in data.values():
             for q in qs[relation]:
                 person = q.id.split("-")[2]
                 facts.setdefault(person, set()).add(q.choices[q.answer_index])

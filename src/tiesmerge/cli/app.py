@@ -7,6 +7,7 @@ import typer
 from tiesmerge import __version__
 from tiesmerge.cli import adapters, data, demo, deploy, examples, inspect, merge, methods, sweep
 from tiesmerge.cli import eval as eval_cli
+from tiesmerge.cli import export as export_cli
 from tiesmerge.cli.common import handle_signals
 from tiesmerge.quiet import quiet_libraries
 
@@ -40,6 +41,7 @@ app.command("inspect")(inspect.inspect)
 app.command("methods")(methods.methods)
 app.command("eval")(eval_cli.eval_cmd)
 app.command("demo")(demo.demo)
+app.command("export")(export_cli.export)
 app.command("deploy")(deploy.deploy)
 app.command("sweep")(sweep.sweep)
 app.add_typer(data.app, name="data")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -195,6 +196,11 @@ def merge(
         result = driver.run(job, output, force=force, device=dev, progress=hook,
                             command=shlex.join(["tiesmerge", *sys.argv[1:]]))
     print_summary(result, out)
+    written = json.loads((result.output / "adapter_config.json").read_text())
+    if written.get("rank_pattern"):
+        typer.echo(f"warning: the output's modules have different ranks (rank_pattern); vLLM and llama.cpp ignore "
+                   f"rank_pattern / alpha_pattern and would scale them wrongly: serve it through "
+                   f"`tiesmerge export {result.output} --to vllm -o …` (or merge with an int --rank)", err=True)
     if result.summary.get("zero_modules") == result.summary["modules"]:
         typer.echo("warning: the merged ΔW is 0 in every module: the inputs carry no update "
                    "(all-zero lora_B — untrained adapters?) or the trim and sign election cancelled everything", err=True)

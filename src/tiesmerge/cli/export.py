@@ -1,0 +1,53 @@
+"""`tiesmerge export`: an adapter in the form a serving stack loads with the right scale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tiesmerge.cli.common import guarded
+from tiesmerge.errors import BadInputError
+
+
+@guarded
+def export(
+    ctx: typer.Context,
+    adapter: Path = typer.Argument(..., help="a PEFT LoRA adapter folder (e.g. a tiesmerge merge)"),
+    to: str = typer.Option(..., "--to", help="vllm: uniform rank from vLLM's allowed set, scale folded in (what "
+                           "vLLM reads right); model: the base with ΔW folded into its weights (needs --base)"),
+    output: Path = typer.Option(..., "-o", "--output", help="output folder"),
+    base: Optional[Path] = typer.Option(None, "--base", help="--to model: the base model's local folder "
+                                        "(safetensors shards; config and tokenizer files are copied)"),
+    force: bool = typer.Option(False, "--force", help="replace a non-empty output folder"),
+) -> None:
+    """Export an adapter for a serving stack.
+
+    Examples:
+
+      tiesmerge export merged/ --to vllm -o merged-vllm/      (then: vllm serve BASE --enable-lora --max-lora-rank R …)
+
+      tiesmerge export merged/ --to model --base /models/Qwen2.5-7B-Instruct -o merged-model/
+    """
+    from tiesmerge.atomic import check_output_dir
+    from tiesmerge.cli.progress import module_progress
+    from tiesmerge.export.formats import ExportFormat
+
+    fmt = ExportFormat.parse(to, "--to")
+    check_output_dir(output, force)
+    if fmt is ExportFormat.vllm:
+        from tiesmerge.export.vllm import export_vllm
+
+        with module_progress(1, "exporting", "modules") as hook:
+            done = export_vllm(adapter, output, force=force, progress=hook)
+        typer.echo(f"wrote {done.path}: {done.modules} modules at rank {done.rank}, lora_alpha {done.rank} (scale 1)")
+        typer.echo(f"next: vllm serve BASE --enable-lora --max-lora-rank {done.rank} --lora-modules merged={done.path}")
+        return
+    if base is None:
+        raise BadInputError("--to model needs --base, the base model's local folder")
+    from tiesmerge.export.model import export_model
+
+    with module_progress(1, "folding", "shards") as hook:
+        done = export_model(adapter, base, output, force=force, progress=hook)
+    typer.echo(f"wrote {done.path}: {done.shards} shard(s), ΔW folded into {done.folded} weights; load it like the base")
