@@ -15,6 +15,7 @@ from rich.table import Table
 from tiesmerge.cli.common import field_help, guarded
 from tiesmerge.cli.progress import module_progress
 from tiesmerge.configs.loader import read_yaml, recipe_from_dict
+from tiesmerge.configs.mergekit_yaml import from_mergekit, is_mergekit
 from tiesmerge.devices import resolve_device
 from tiesmerge.errors import BadInputError
 from tiesmerge.merge import driver
@@ -79,7 +80,7 @@ def build_recipe(recipe: Optional[Path], adapters: List[str], overrides: dict[tu
         raw = read_yaml(recipe)
         if not isinstance(raw, dict):
             raise BadInputError(f"{recipe}: a recipe must be a YAML mapping with method, parameters, adapters, output")
-        data = dict(raw)
+        data = from_mergekit(raw, str(recipe), notes) if is_mergekit(raw) else dict(raw)
         if adapters:
             raise BadInputError("adapters come from the recipe or from --adapter, not both; drop one")
     if adapters:

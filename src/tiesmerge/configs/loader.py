@@ -50,8 +50,13 @@ def read_yaml(path: Path) -> Any:
 
 def load_recipe(path: Path) -> Recipe:
     """Parse and validate a recipe file; adapter paths resolve against its folder."""
+    from tiesmerge.configs.mergekit_yaml import from_mergekit, is_mergekit
+
     path = Path(path)
-    return recipe_from_dict(read_yaml(path), str(path), path.parent)
+    data = read_yaml(path)
+    if is_mergekit(data):
+        data = from_mergekit(data, str(path))
+    return recipe_from_dict(data, str(path), path.parent)
 
 
 def preset_path(name: str) -> Path:
