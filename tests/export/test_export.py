@@ -103,6 +103,6 @@ def test_model_export_onto_the_wrong_base_is_refused(adapter_set, tiny_base_64, 
 
 def test_unknown_format_and_missing_base_are_one_line(adapter_set, tmp_path):
     res = run_cli("export", adapter_set["rs8"], "--to", "onnx", "-o", tmp_path / "x")
-    assert res.exit_code == 2 and "--to 'onnx' is unknown; use vllm or model" in res.stderr
+    assert res.exit_code == 2 and "--to 'onnx' is unknown; use vllm or gguf or model" in res.stderr
     res = run_cli("export", adapter_set["rs8"], "--to", "model", "-o", tmp_path / "x")
     assert res.exit_code == 2 and "--to model needs --base" in res.stderr

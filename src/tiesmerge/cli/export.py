@@ -16,10 +16,11 @@ def export(
     ctx: typer.Context,
     adapter: Path = typer.Argument(..., help="a PEFT LoRA adapter folder (e.g. a tiesmerge merge)"),
     to: str = typer.Option(..., "--to", help="vllm: uniform rank from vLLM's allowed set, scale folded in (what "
-                           "vLLM reads right); model: the base with ΔW folded into its weights (needs --base)"),
-    output: Path = typer.Option(..., "-o", "--output", help="output folder"),
-    base: Optional[Path] = typer.Option(None, "--base", help="--to model: the base model's local folder "
-                                        "(safetensors shards; config and tokenizer files are copied)"),
+                           "vLLM reads right); gguf: a llama.cpp LoRA file (needs --base for the architecture); "
+                           "model: the base with ΔW folded into its weights (needs --base)"),
+    output: Path = typer.Option(..., "-o", "--output", help="output folder (--to gguf: the .gguf file)"),
+    base: Optional[Path] = typer.Option(None, "--base", help="the base model's local folder: --to model folds "
+                                        "into its safetensors shards; --to gguf reads its config.json"),
     force: bool = typer.Option(False, "--force", help="replace a non-empty output folder"),
 ) -> None:
     """Export an adapter for a serving stack.
@@ -28,6 +29,8 @@ def export(
 
       tiesmerge export merged/ --to vllm -o merged-vllm/      (then: vllm serve BASE --enable-lora --max-lora-rank R …)
 
+      tiesmerge export merged/ --to gguf --base /models/Qwen2.5-7B-Instruct -o merged-lora.gguf
+
       tiesmerge export merged/ --to model --base /models/Qwen2.5-7B-Instruct -o merged-model/
     """
     from tiesmerge.atomic import check_output_dir
@@ -35,6 +38,17 @@ def export(
     from tiesmerge.export.formats import ExportFormat
 
     fmt = ExportFormat.parse(to, "--to")
+    if fmt is ExportFormat.gguf:
+        if base is None:
+            raise BadInputError("--to gguf needs --base, the base model's local folder (for its architecture)")
+        from tiesmerge.export.gguf_lora import export_gguf
+
+        done = export_gguf(adapter, base, output, force=force)
+        typer.echo(f"wrote {done.path}: {done.tensors} tensors, {done.arch}, rank {done.rank}, adapter.lora.alpha "
+                   f"{done.rank} (scale 1)")
+        typer.echo(f"next: llama-cli -m BASE.gguf --lora {done.path}   (BASE.gguf: llama.cpp's convert_hf_to_gguf.py "
+                   f"of {base})")
+        return
     check_output_dir(output, force)
     if fmt is ExportFormat.vllm:
         from tiesmerge.export.vllm import export_vllm
