@@ -106,3 +106,16 @@ def test_unknown_format_and_missing_base_are_one_line(adapter_set, tmp_path):
     assert res.exit_code == 2 and "--to 'onnx' is unknown; use vllm or gguf or model" in res.stderr
     res = run_cli("export", adapter_set["rs8"], "--to", "model", "-o", tmp_path / "x")
     assert res.exit_code == 2 and "--to model needs --base" in res.stderr
+
+
+def test_merge_with_export_writes_both(adapter_set, tiny_base, tmp_path):
+    out = tmp_path / "merged"
+    res = run_cli("merge", "--adapter", f"a={adapter_set['rs8']}", "--adapter", f"b={adapter_set['plain4']}",
+                  "--rank", "auto", "--max-rank", "12", "-o", out, "--export", "vllm")
+    assert res.exit_code == 0, res.stderr
+    assert "exported for vLLM" in res.output and (tmp_path / "merged-vllm" / "adapter_config.json").is_file()
+    want = peft_deltas(tiny_base, out)
+    got = vllm_deltas(tmp_path / "merged-vllm")
+    assert all(torch.allclose(got[k], want[k].double(), atol=1e-5) for k in want)
+    res = run_cli("merge", "--adapter", f"a={adapter_set['rs8']}", "-o", tmp_path / "m2", "--export", "model")
+    assert res.exit_code == 2 and "--export model needs --export-base" in res.stderr and not (tmp_path / "m2").exists()

@@ -131,6 +131,45 @@ def print_summary(result: driver.MergeResult, console: Console) -> None:
     console.print(table)
 
 
+def plan_export(export: str, base: Optional[Path], output: Optional[Path], force: bool):
+    """(format, target, base) of `merge --export`, checked before the merge runs."""
+    from tiesmerge.atomic import check_output_dir
+    from tiesmerge.export.formats import ExportFormat
+
+    fmt = ExportFormat.parse(export, "--export")
+    if output is None:
+        raise BadInputError("--export needs -o DIR for the merged adapter")
+    if fmt is not ExportFormat.vllm and base is None:
+        raise BadInputError(f"--export {fmt.value} needs --export-base, the base model's local folder")
+    target = Path(f"{output}.gguf") if fmt is ExportFormat.gguf else Path(f"{output}-{fmt.value}")
+    if fmt is ExportFormat.gguf:
+        if target.exists() and not force:
+            raise BadInputError(f"output {target} exists; pass --force to replace it")
+    else:
+        check_output_dir(target, force)
+    return fmt, target, base, force
+
+
+def run_export(merged: Path, fmt, target: Path, base: Optional[Path], force: bool) -> None:
+    from tiesmerge.export.formats import ExportFormat
+
+    if fmt is ExportFormat.vllm:
+        from tiesmerge.export.vllm import export_vllm
+
+        done = export_vllm(merged, target, force=force)
+        typer.echo(f"exported for vLLM: {done.path} (--max-lora-rank {done.rank})")
+    elif fmt is ExportFormat.gguf:
+        from tiesmerge.export.gguf_lora import export_gguf
+
+        done = export_gguf(merged, base, target, force=force)
+        typer.echo(f"exported for llama.cpp: {done.path} (rank {done.rank}, alpha {done.rank})")
+    else:
+        from tiesmerge.export.model import export_model
+
+        done = export_model(merged, base, target, force=force)
+        typer.echo(f"exported a full model: {done.path} ({done.folded} weights folded)")
+
+
 @guarded
 def merge(
     ctx: typer.Context,
@@ -153,6 +192,10 @@ def merge(
     dtype: Optional[str] = typer.Option(None, "--dtype", help=field_help(O, "dtype")),
     base_model: Optional[str] = typer.Option(None, "--base-model", help=field_help(R, "base_model")),
     allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help=field_help(R, "allow_base_mismatch")),
+    export: Optional[str] = typer.Option(None, "--export", help="also export the merge: vllm (to OUT-vllm/), gguf "
+                                         "(to OUT.gguf) or model (to OUT-model/); gguf and model need --export-base"),
+    export_base: Optional[Path] = typer.Option(None, "--export-base", help="the base model's local folder, for "
+                                               "--export gguf / model"),
 ) -> None:
     """Merge PEFT LoRA / RSLoRA adapters into one adapter (ΔW-space TIES by default).
 
@@ -182,6 +225,7 @@ def merge(
     for note in notes:
         typer.echo(f"note: {note}", err=True)
     dev = resolve_device(device)
+    export_plan = plan_export(export, export_base, output, force) if export and not dry_run else None
     if output is None and not dry_run:
         raise BadInputError("no output directory; pass -o DIR (or --dry-run to only check)")
     job = prepare(spec)
@@ -197,6 +241,8 @@ def merge(
         result = driver.run(job, output, force=force, device=dev, progress=hook,
                             command=shlex.join(["tiesmerge", *sys.argv[1:]]))
     print_summary(result, out)
+    if export_plan is not None:
+        run_export(result.output, *export_plan)
     written = json.loads((result.output / "adapter_config.json").read_text())
     if written.get("rank_pattern"):
         typer.echo(f"warning: the output's modules have different ranks (rank_pattern); vLLM and llama.cpp ignore "
