@@ -214,7 +214,8 @@ def main() -> int:
     text = markdown(report)
     print(text)
     if args.docs is not None:
-        (args.docs / "quality.md").write_text(text)
+        reading = Path(__file__).with_name("quality_reading.md")  # the dated interpretation, kept by hand
+        (args.docs / "quality.md").write_text(text + ("\n" + reading.read_text() if reading.is_file() else ""))
         plot(report, args.docs / "quality.png")
     log(f"done in {time.perf_counter() - start:.0f} s")
     return 0

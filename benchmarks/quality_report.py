@@ -71,19 +71,20 @@ def plot(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rank = report["train"]["rank"]
-    rows = sorted((r for r in report["results"] if r["rank"] == rank), key=lambda r: -(r["retention_mean"] or -9))
-    labels = [r["label"] for r in rows]
-    mean = [100 * (r["retention_mean"] or 0) for r in rows]
-    worst = [100 * (r["retention_worst"][1] if r["retention_worst"] else 0) for r in rows]
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    x = range(len(rows))
-    ax.bar([i - 0.2 for i in x], mean, width=0.4, label="mean over domains")
-    ax.bar([i + 0.2 for i in x], worst, width=0.4, label="worst domain")
-    ax.axhline(100, color="grey", lw=0.8, ls="--")
-    ax.set_xticks(list(x), labels, rotation=30, ha="right")
-    ax.set_ylabel("gain retention, %")
-    ax.set_title(f"Knowledge suite: {len(report['domains'])} specialists merged at rank {rank}")
-    ax.legend()
+    ranks = sorted({r["rank"] for r in report["results"]})
+    fig, axes = plt.subplots(1, len(ranks), figsize=(6 * len(ranks), 4.8), sharey=True)
+    for ax, rank in zip(list(axes) if len(ranks) > 1 else [axes], ranks):
+        rows = sorted((r for r in report["results"] if r["rank"] == rank), key=lambda r: -(r["retention_mean"] or -9))
+        x = range(len(rows))
+        ax.bar([i - 0.2 for i in x], [100 * (r["retention_mean"] or 0) for r in rows], width=0.4,
+               label="mean over domains")
+        ax.bar([i + 0.2 for i in x], [100 * (r["retention_worst"][1] if r["retention_worst"] else 0) for r in rows],
+               width=0.4, label="worst domain")
+        ax.axhline(100, color="grey", lw=0.8, ls="--")
+        ax.set_xticks(list(x), [r["label"] for r in rows], rotation=35, ha="right")
+        ax.set_title(f"output rank {rank}")
+    (axes[0] if len(ranks) > 1 else axes).set_ylabel("gain retention, %")
+    (axes[0] if len(ranks) > 1 else axes).legend()
+    fig.suptitle(f"Knowledge suite: {len(report['domains'])} specialists merged (settings chosen on validation)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
