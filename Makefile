@@ -79,6 +79,11 @@ bench: setup
 	$(PY) benchmarks/eval_throughput.py
 	$(PY) benchmarks/bench_sweep.py --out build/bench/sweep.json
 	$(PY) benchmarks/bench_merge.py --layers 1 --cap 900 --out build/bench
+	@# each method in core space at one Qwen2.5-72B layer (4 × r=128 RSLoRA, bf16), to rank 128
+	$(PY) benchmarks/time_merge.py --shape qwen2.5-72b --layers 1 --r 128 --bf16 --inputs build/bench/q72 --generate-only
+	for m in ties task_arithmetic tsv iso_c iso_cts knots_ties knots_linear; do \
+	  $(PY) benchmarks/time_merge.py --shape qwen2.5-72b --layers 1 --r 128 --rank 128 --bf16 --inputs build/bench/q72 \
+	    --space core --device cpu --method $$m | tail -2; done
 
 # Merge quality: 8 specialists on their own fictional facts, every method chosen on validation, scored on test with
 # paired intervals (docs/quality.md). Cached under $$TIESMERGE_CACHE: ~70 min the first time here, seconds after.
