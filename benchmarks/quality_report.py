@@ -39,7 +39,8 @@ def markdown(report: dict) -> str:
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "## Merges (test split; settings chosen on validation)",
+        "## Merges (test split; settings chosen on validation at each output rank — KnOTS-TIES (full), ~4 min per "
+        "merge here, reuses its rank-r choice)",
         "",
         "Gain retention = (merged − base) / (specialist − base) per domain; paired 95 % intervals of the accuracy "
         f"difference on the same {n * len(domains)} test questions, ** where the interval excludes zero.",
