@@ -80,8 +80,8 @@ def ties_from_factors(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], p
     normalize = True if p.normalize is None else p.normalize
     for r0 in range(0, m, rows):
         r1 = min(m, r0 + rows)
-        totals = sums = None
         x = torch.empty((r1 - r0, n), device=device)
+        totals, sums = steps.SignTotals.zeros(x), steps.SignedSums.zeros(x)
         for t, (b, a) in enumerate(zip(bs, as_)):
             torch.matmul(b[r0:r1], a, out=x)
             # Step 1: trim to the adapter's limit, then weight: τ̂_t = w_t · trim(ΔW_t)
@@ -93,20 +93,14 @@ def ties_from_factors(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], p
                 del mask
             kept += int(torch.count_nonzero(x))
             x.mul_(p.weights[t])
-            one = x.unsqueeze(0)
-            weight = torch.tensor([p.weights[t]], device=device)
-            if totals is None:
-                totals, sums = steps.sign_totals(one), steps.signed_sums(one, weight)
-            else:
-                totals += steps.sign_totals(one)
-                sums += steps.signed_sums(one, weight)
+            steps.fold_(totals, sums, x, p.weights[t])
         # Step 2: elect the sign of every entry
-        sign = steps.elect(totals, p.sign)
+        up = steps.elect_up(totals, p.sign)
         # Step 3: disjoint merge: the agreeing entries' sum over their weight
-        merged[r0:r1] = steps.merge_agreeing(sums, sign, normalize)
-        d, k = steps.conflicts(totals, sign)
+        merged[r0:r1] = steps.merge_agreeing(sums, up, normalize)
+        d, k = steps.conflicts(totals, up)
         disagree, nonzero = disagree + d, nonzero + k
-        del totals, sums, sign, x
+        del totals, sums, up, x
     if p.lam != 1:
         merged.mul_(p.lam)
     stats = MergeStats(kept_density=kept / (len(bs) * m * n) if m * n else 0.0,

@@ -117,38 +117,51 @@ class SignTotals:
     n_pos: torch.Tensor
     n_neg: torch.Tensor
 
-    def __iadd__(self, other: "SignTotals") -> "SignTotals":
-        self.mass.add_(other.mass)
-        self.n_pos.add_(other.n_pos)
-        self.n_neg.add_(other.n_neg)
+    @classmethod
+    def zeros(cls, like: torch.Tensor) -> "SignTotals":
+        count = dict(dtype=torch.int32, device=like.device)
+        return cls(torch.zeros_like(like), torch.zeros(like.shape, **count), torch.zeros(like.shape, **count))
+
+    def add_(self, x: torch.Tensor, up: torch.Tensor | None = None, down: torch.Tensor | None = None) -> "SignTotals":
+        """Fold in one adapter's trimmed, weighted entries, in place (the chunked kernel's running sums);
+        `up` / `down` (x > 0, x < 0) may be passed in when already computed."""
+        self.mass.add_(x)
+        self.n_pos.add_(x > 0 if up is None else up)
+        self.n_neg.add_(x < 0 if down is None else down)
         return self
 
 
 def sign_totals(weighted: torch.Tensor) -> SignTotals:
     """The election's sums over a stack of trimmed, weighted deltas (adapters along dim 0)."""
-    return SignTotals(weighted.sum(dim=0), (weighted > 0).sum(dim=0, dtype=torch.int32),
-                      (weighted < 0).sum(dim=0, dtype=torch.int32))
+    totals = SignTotals.zeros(weighted[0])
+    for x in weighted:
+        totals.add_(x)
+    return totals
+
+
+def elect_up(totals: SignTotals, rule: SignRule) -> torch.Tensor:
+    """Where + is elected (a boolean mask); a tie (mass or count exactly balanced) elects +."""
+    return totals.mass >= 0 if rule is SignRule.sum else totals.n_pos >= totals.n_neg
 
 
 def elect(totals: SignTotals, rule: SignRule) -> torch.Tensor:
-    """The elected sign γ (+1 / -1) of every entry; a tie (mass or count exactly balanced) elects +1."""
-    up = totals.mass >= 0 if rule is SignRule.sum else totals.n_pos >= totals.n_neg
-    return torch.where(up, 1.0, -1.0).to(totals.mass.dtype)
+    """The elected sign γ (+1 / -1) of every entry."""
+    return torch.where(elect_up(totals, rule), 1.0, -1.0).to(totals.mass.dtype)
 
 
 def elect_sign(weighted: torch.Tensor, rule: SignRule) -> torch.Tensor:
     return elect(sign_totals(weighted), rule)
 
 
-def conflicts(totals: SignTotals, sign: torch.Tensor) -> tuple[int, int]:
-    """(kept entries whose sign disagrees with the elected one, kept entries)."""
-    disagree = int(torch.where(sign > 0, totals.n_neg, totals.n_pos).sum())
+def conflicts(totals: SignTotals, up: torch.Tensor) -> tuple[int, int]:
+    """(kept entries whose sign disagrees with the elected one, kept entries); `up`: where + is elected."""
+    disagree = int(torch.where(up, totals.n_neg, totals.n_pos).sum())
     return disagree, int((totals.n_pos + totals.n_neg).sum())
 
 
 def sign_conflict_rate(weighted: torch.Tensor, sign: torch.Tensor) -> float:
     """Share of the non-zero trimmed entries whose sign disagrees with the elected one."""
-    disagree, total = conflicts(sign_totals(weighted), sign)
+    disagree, total = conflicts(sign_totals(weighted), sign > 0)
     return disagree / total if total else 0.0
 
 
@@ -163,29 +176,43 @@ class SignedSums:
     w_pos: torch.Tensor
     w_neg: torch.Tensor
 
-    def __iadd__(self, other: "SignedSums") -> "SignedSums":
-        for name in ("pos", "neg", "w_pos", "w_neg"):
-            getattr(self, name).add_(getattr(other, name))
+    @classmethod
+    def zeros(cls, like: torch.Tensor) -> "SignedSums":
+        return cls(*(torch.zeros_like(like) for _ in range(4)))
+
+    def add_(self, x: torch.Tensor, weight: float, up: torch.Tensor | None = None,
+             down: torch.Tensor | None = None) -> "SignedSums":
+        """Fold in one adapter's trimmed, weighted entries and its weight, in place."""
+        self.pos.add_(x.clamp(min=0))
+        self.neg.add_(x.clamp(max=0))
+        self.w_pos.add_((x > 0 if up is None else up).to(x.dtype), alpha=weight)
+        self.w_neg.add_((x < 0 if down is None else down).to(x.dtype), alpha=weight)
         return self
 
 
-def signed_sums(weighted: torch.Tensor, weights: torch.Tensor) -> SignedSums:
-    shape = (-1,) + (1,) * (weighted.dim() - 1)
-    w = weights.reshape(shape).to(weighted.dtype)
-    up, down = weighted > 0, weighted < 0
-    return SignedSums(weighted.clamp(min=0).sum(dim=0), weighted.clamp(max=0).sum(dim=0),
-                      (w * up).sum(dim=0), (w * down).sum(dim=0))
+def fold_(totals: SignTotals, sums: SignedSums, x: torch.Tensor, weight: float) -> None:
+    """Fold one adapter's trimmed, weighted entries into both steps' sums (signs compared once)."""
+    up, down = x > 0, x < 0
+    totals.add_(x, up, down)
+    sums.add_(x, weight, up, down)
 
 
-def merge_agreeing(sums: SignedSums, sign: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-    """Σ_i w_i τ̂_i m_i / Σ_i w_i m_i over the entries agreeing with `sign` (0 where none agrees); without
-    normalize, the numerator only."""
-    up = sign > 0
+def signed_sums(weighted: torch.Tensor, weights) -> SignedSums:
+    """The disjoint merge's sums over a stack of trimmed, weighted deltas (adapters along dim 0)."""
+    sums = SignedSums.zeros(weighted[0])
+    for x, w in zip(weighted, weights):
+        sums.add_(x, float(w))
+    return sums
+
+
+def merge_agreeing(sums: SignedSums, up: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """Σ_i w_i τ̂_i m_i / Σ_i w_i m_i over the entries agreeing with the elected sign (`up`: where + is elected;
+    0 where none agrees); without normalize, the numerator only."""
     merged = torch.where(up, sums.pos, sums.neg)
     if normalize:
         divisor = torch.where(up, sums.w_pos, sums.w_neg)
         divisor[divisor == 0] = 1
-        merged = merged / divisor
+        merged.div_(divisor)
     return merged
 
 
@@ -194,4 +221,4 @@ def disjoint_merge(
 ) -> torch.Tensor:
     """The disjoint merge of a stack of trimmed, weighted deltas (m_i: adapter i's entry is non-zero and has the
     elected sign)."""
-    return merge_agreeing(signed_sums(weighted, weights), sign, normalize)
+    return merge_agreeing(signed_sums(weighted, weights), sign > 0, normalize)
