@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.tiesmerge-installed
 
-.PHONY: setup test test-min test-lowest test-gpu test-all lint demo bench bench-quality bench-agents clean
+.PHONY: setup test test-min test-lowest test-image test-gpu test-all lint demo bench bench-quality bench-agents clean
 
 setup: $(STAMP)
 
@@ -61,6 +61,20 @@ test-min: $(VENV_MIN)/.tiesmerge-installed
 
 test-lowest: $(VENV_LOW)/.tiesmerge-installed
 	$(VENV_LOW)/bin/python -m pytest -q -p no:cacheprovider
+
+# The deployed agents in the tournament image's versions: a venv with only this machine's torch and
+# constraints-image.txt (transformers 4.46.3, peft 0.17.1, bitsandbytes 0.45.0, pyyaml; no tiesmerge), in which
+# tests/agents/test_image.py runs both tournament commands in a freshly deployed directory.
+VENV_IMAGE ?= .venv-image
+$(VENV_IMAGE)/.installed: constraints-image.txt
+	rm -rf $(VENV_IMAGE)
+	$(PYTHON) -m venv $(VENV_IMAGE)
+	$(VENV_IMAGE)/bin/python -m pip install -q --no-compile --disable-pip-version-check "$(TORCH_SPEC)" "$(UV_SPEC)"
+	$(VENV_IMAGE)/bin/uv pip install -q --python $(VENV_IMAGE)/bin/python -c <(echo "$(TORCH_SPEC)") -r constraints-image.txt
+	touch $@
+
+test-image: setup $(VENV_IMAGE)/.installed
+	TIESMERGE_IMAGE_PYTHON=$(VENV_IMAGE)/bin/python $(PY) -m pytest -q -p no:cacheprovider -m image tests/agents/test_image.py
 
 # On a machine with CUDA (the device checks): the GPU-marked tests.
 test-gpu: setup

@@ -28,7 +28,7 @@ from quality_facts import FACTS_VERSION, suite  # noqa: E402
 from tiesmerge.cache import adapter_digest, cache_key, cached_dir  # noqa: E402
 from tiesmerge.eval.report import Target  # noqa: E402
 from tiesmerge.eval.session import EvalSession  # noqa: E402
-from tiesmerge.quiet import quiet_libraries  # noqa: E402
+from tiesmerge.portable.quiet import quiet_libraries  # noqa: E402
 from tiesmerge.train.trainer import TrainSettings, train_adapter  # noqa: E402
 
 BASE = "smollm2"

@@ -1,4 +1,5 @@
-"""Data flows one way: adapters → merge → configs → eval → train / sweep / agents → demo → cli. Each package
+"""The portable layer (copied into deployments) imports nothing of tiesmerge.
+Data flows one way: adapters → merge → configs → eval → train / sweep / agents → demo → cli. Each package
 imports only packages on a lower layer (and the neutral top-level modules), never another package's private
 names. Read from the source with ast, so a new upward import fails here."""
 
@@ -12,7 +13,7 @@ import pytest
 pytestmark = pytest.mark.core
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "tiesmerge"
-LAYER = {"(top)": 0, "adapters": 1, "merge": 2, "configs": 3, "eval": 4, "train": 5, "sweep": 5, "agents": 5, "export": 5,
+LAYER = {"portable": -1, "(top)": 0, "adapters": 1, "merge": 2, "configs": 3, "eval": 4, "train": 5, "sweep": 5, "agents": 5, "export": 5,
          "demo": 6, "cli": 7}
 
 
@@ -49,3 +50,27 @@ def test_no_private_names_across_packages():
     bad = sorted({f"{f.relative_to(ROOT)}: {n}" for pkg, target, names, f in imports()
                   if pkg != target for n in names if n.startswith("_") and n != "__version__"})
     assert bad == []
+
+
+# what the deployed agents may import: the tournament image has these, and not tiesmerge
+PORTABLE_ALLOWED = {"torch", "transformers", "peft", "bitsandbytes", "yaml"}
+
+
+def test_portable_imports_only_the_standard_library_and_the_images_packages():
+    import sys
+
+    bad = []
+    for f in (ROOT / "portable").glob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [] if node.level else [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top not in PORTABLE_ALLOWED and top not in sys.stdlib_module_names and top != "__future__":
+                    bad.append(f"{f.name}: {name}")
+    assert bad == []
+    assert not [p for p in (ROOT / "portable").iterdir() if p.is_dir() and p.name != "__pycache__"]  # flat: copied as is

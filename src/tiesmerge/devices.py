@@ -1,22 +1,6 @@
-"""Device selection shared by merging, evaluation and agents."""
+"""Device selection: the portable layer's rule, with tiesmerge's one-line input error."""
 
-from __future__ import annotations
+from tiesmerge.errors import as_bad_input
+from tiesmerge.portable import devices
 
-import torch
-
-from tiesmerge.errors import BadInputError
-
-
-def resolve_device(device: str) -> torch.device:
-    """cpu, cuda, cuda:N or auto (CUDA when visible)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise BadInputError(f"--device {device!r} is not a device; use cpu, cuda or auto") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BadInputError("--device cuda was asked for but no CUDA device is visible; use --device cpu or auto")
-    if dev.type not in ("cpu", "cuda"):
-        raise BadInputError(f"--device {device!r} is not supported; use cpu, cuda or auto")
-    return dev
+resolve_device = as_bad_input(devices.resolve_device)

@@ -1,4 +1,5 @@
-"""`tiesmerge deploy`, agents.yaml (with agen.yaml / qgen.yaml), and the tournament command lines run by subprocess."""
+"""`tiesmerge deploy`, agents.yaml (with agen.yaml / qgen.yaml), and the tournament command lines run by subprocess
+with tiesmerge made unimportable (the deployed agents are self-contained)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tiesmerge.agents.cli import answer_main, question_main
-from tiesmerge.agents.config import load_agents_config
-from tiesmerge.agents.deploy import deploy
-from tiesmerge.agents.schema import check_answer, check_question
+from tiesmerge.agents.deploy import PORTABLE, deploy
 from tiesmerge.errors import BadInputError
+from tiesmerge.portable.cli import answer_main, question_main
+from tiesmerge.portable.config import load_agents_config
+from tiesmerge.portable.errors import AgentInputError
+from tiesmerge.portable.schema import check_answer, check_question
 
 QUESTIONS = [
     {"question": "What is 7 × 6?", "choices": ["A) 42", "B) 36", "C) 48", "D) 54"]},
@@ -39,11 +41,21 @@ def workdir(tmp_path, tiny_base, merged) -> Path:
 def test_deploy_writes_the_tournament_layout(workdir, merged, tiny_base):
     for name in ("question_agent.py", "question_model.py", "answer_agent.py", "answer_model.py", "__init__.py"):
         assert (workdir / "agents" / name).is_file()
+    runtime = sorted(p.name for p in (workdir / "agents" / "runtime").iterdir())
+    assert runtime == sorted(p.name for p in PORTABLE.glob("*.py"))  # a verbatim copy, no caches
+    for name in runtime:
+        assert (workdir / "agents" / "runtime" / name).read_bytes() == (PORTABLE / name).read_bytes()
+    assert not [line for f in (workdir / "agents").rglob("*.py") for line in f.read_text().splitlines()
+                if line.lstrip().startswith(("import tiesmerge", "from tiesmerge"))]
+    bank = json.loads((workdir / "fallback_bank.json").read_text())
+    assert bank["version"] == 1 and all(len(v) == 60 for v in bank["questions"].values())
+    assert all(check_question(q) == [] for v in bank["questions"].values() for q in v)
     assert (workdir / "outputs").is_dir()
     for name in ("adapter_config.json", "adapter_model.safetensors"):
         assert (workdir / "adapter" / name).read_bytes() == (merged / name).read_bytes()
     cfg, root = load_agents_config(workdir / "agents.yaml")
     assert cfg.base == str(Path(tiny_base).resolve()) and cfg.adapter == "adapter" and cfg.load_in_4bit is None
+    assert cfg.bank == "fallback_bank.json"
     assert not [p for p in workdir.iterdir() if p.name.startswith(".tiesmerge-deploy")]  # staging removed
 
 
@@ -86,6 +98,7 @@ def test_tournament_yaml_overrides_generation_settings(workdir, capsys):
 
 @pytest.mark.parametrize("text, problem", [
     ("answer:\n  deadline_s: 6.5\n", "under the 6 s limit"),
+    ("answer:\n  batch_size: 0\n", "answer.batch_size"),
     ("answer:\n  max_new_tokens: 0\n", "answer.max_new_tokens"),
     ("question:\n  colour: red\n", "question.colour"),
     ("- a list\n", "must be a YAML mapping"),
@@ -99,7 +112,7 @@ def test_bad_agents_yaml_is_one_line_error(workdir, text, problem):
         for section, values in yaml.safe_load(text).items():
             cfg[section] = {**cfg[section], **values}
         path.write_text(yaml.safe_dump(cfg))
-    with pytest.raises(BadInputError, match=problem):
+    with pytest.raises(AgentInputError, match=problem):
         load_agents_config(path)
 
 
@@ -126,10 +139,29 @@ def test_question_agent_rejects_bad_counts_and_topics(tmp_path, capsys):
     assert not (tmp_path / "q.json").exists()
 
 
+# runs `python -m MODULE ARGS` with every tiesmerge import failing (as where only the image's packages exist)
+NO_TIESMERGE = """
+import runpy, sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "tiesmerge" or name.startswith("tiesmerge."):
+            raise ImportError("tiesmerge is not installed here")
+sys.meta_path.insert(0, Block())
+sys.argv = sys.argv[1:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
 def _run_module(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    return subprocess.run([sys.executable, "-m", *args], cwd=workdir, env=env, capture_output=True, text=True,
-                          timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(workdir)}
+    return subprocess.run([sys.executable, "-c", NO_TIESMERGE, *args], cwd=workdir, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_the_blocker_really_blocks(workdir):
+    proc = subprocess.run([sys.executable, "-c", NO_TIESMERGE, "tiesmerge.cli"], cwd=workdir, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode != 0 and "tiesmerge is not installed here" in proc.stderr
 
 
 def test_both_commands_run_in_the_deployed_directory(workdir):
@@ -145,6 +177,7 @@ def test_both_commands_run_in_the_deployed_directory(workdir):
     assert "malformed" not in json.dumps(answers[:2]) and "need exactly 4 choices" in answers[2]["reasoning"]
     report = json.loads((workdir / "outputs" / "answers.timing.json").read_text())
     assert [it["index"] for it in report["items"]] == [0, 1, 2] and report["max_s"] < 6
+    assert all(it["batch"] == 0 for it in report["items"])  # one batch: 3 < answer.batch_size
     assert "[answer 3/3]" in proc.stderr and "over the limit: none" in proc.stderr
 
     proc = _run_module(workdir, "agents.question_agent", "--output_file", "outputs/questions.json",
@@ -163,7 +196,7 @@ def test_answer_agent_on_a_4bit_base(tmp_path, tiny_base_64):
     from tests.conftest import make_peft_adapter
 
     merged = make_peft_adapter(tiny_base_64, tmp_path / "adapter64", seed=5, r=8, alpha=16)
-    deploy(merged, str(tiny_base_64), tmp_path / "w4", load_in_4bit=True)
+    deploy(merged, str(tiny_base_64), tmp_path / "w4", load_in_4bit=True, bank_size=4)
     src = tmp_path / "q.json"
     src.write_text(json.dumps(QUESTIONS[:2]))
     out = tmp_path / "w4" / "outputs" / "answers.json"

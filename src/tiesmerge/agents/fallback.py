@@ -1,35 +1,20 @@
-"""Verified fallback questions from the built-in generators, one pool per topic.
+"""The fallback bank that `tiesmerge deploy` writes: verified questions from the built-in generators, per domain,
+in the tournament's shape (read by the deployed agents through tiesmerge.portable.bank, without tiesmerge).
 
-A question enters a pool only after its answer is recomputed by an independent check of its kind
-(the arithmetic re-evaluated, the code re-run in the sandbox, the fact looked up again); kinds without
-such a check are left out. Draws are seeded and never repeat a question text within a run.
+A question enters the bank only after its answer is recomputed by an independent check of its kind (the
+arithmetic re-evaluated, the code re-run in the sandbox, the fact looked up again); kinds without such a check
+are left out.
 """
 
 from __future__ import annotations
 
 import random
-import re
 from typing import Callable, Iterable, Mapping
 
 from tiesmerge.eval.builtin.build import DOMAINS, domain_items
 from tiesmerge.eval.builtin.common import Item, fmt_num
 from tiesmerge.eval.questions import LETTERS
-
-# a requested topic goes to the first domain one of whose words it contains; no match: the domains in turn
-TOPIC_WORDS: Mapping[str, tuple[str, ...]] = {
-    "math": ("math", "arithmetic", "algebra", "number", "percent", "equation", "calcul", "word problem", "quantitative"),
-    "code": ("code", "coding", "program", "python", "software", "computer", "algorithm"),
-    "stem": ("stem", "science", "physic", "chemi", "element", "unit", "engineer", "constant"),
-    "humanities": ("humanit", "history", "geograph", "countr", "capital", "currenc", "culture", "continent", "world"),
-}
-
-
-def domain_for(topic: str) -> str | None:
-    t = topic.lower()
-    if t in DOMAINS:
-        return t
-    return next((d for d, words in TOPIC_WORDS.items() if any(w in t for w in words)), None)
-
+from tiesmerge.portable.bank import BANK_VERSION, TOPIC_WORDS, normalize_text
 
 # --- independent re-checks, by the item's meta kind -------------------------------------------------------
 
@@ -92,58 +77,37 @@ def verified(items: Iterable[Item]) -> list[Item]:
     return [it for it, good in zip(items, ok) if good]
 
 
-def normalize_text(text: str) -> str:
-    return re.sub(r"\s+", " ", text.strip().lower())
+def as_tournament_item(item: Item, domain: str, rng: random.Random) -> dict:
+    """A verified built-in item in the tournament's question shape, its answer at a random letter."""
+    choices = list(item.distractors[:3])
+    rng.shuffle(choices)
+    at = rng.randrange(4)
+    choices.insert(at, item.answer)
+    return {"topic": domain, "question": item.question, "choices": [f"{l}) {c}" for l, c in zip(LETTERS, choices)],
+            "answer": LETTERS[at], "explanation": _explanation(item)}
 
 
-class FallbackPool:
-    """Verified built-in questions for a run's topics, drawn without repeats."""
+def domain_bank(domain: str, need: int, seed: int) -> list[dict]:
+    """`need` verified questions of one domain (some kinds are dropped for want of a check: draw more until enough)."""
+    rng = random.Random(f"tiesmerge-bank-{domain}-{seed}")
+    want = max(2 * need, 12)
+    for _ in range(4):
+        pool = verified(domain_items(domain, want, seed + 7919))
+        if len(pool) >= need:
+            break
+        want *= 2
+    items, seen = [], set()
+    for it in pool:
+        if normalize_text(it.question) not in seen:
+            seen.add(normalize_text(it.question))
+            items.append(as_tournament_item(it, domain, rng))
+    return items[:need]
 
-    def __init__(self, topics: Iterable[str], per_topic: int, seed: int = 0):
-        self.rng = random.Random(f"tiesmerge-fallback-{seed}")
-        self.domain_of: dict[str, str] = {}
-        self.items: dict[str, list[Item]] = {}
-        rotation = list(DOMAINS)
-        for i, topic in enumerate(dict.fromkeys(topics)):
-            domain = domain_for(topic) or rotation[i % len(rotation)]
-            self.domain_of[topic] = domain
-            if domain not in self.items:
-                self.items[domain] = self._build(domain, per_topic, seed)
 
-    def _build(self, domain: str, need: int, seed: int) -> list[Item]:
-        # some kinds are dropped for want of a check, and drafts may take some texts: draw more until enough
-        want = max(3 * need, 12)
-        for _ in range(4):
-            pool = verified(domain_items(domain, want, seed + 7919))
-            if len(pool) >= need + 2:
-                break
-            want *= 2
-        self.rng.shuffle(pool)
-        return pool
-
-    def label(self, topic: str) -> str:
-        """The topic an emitted fallback question carries: the requested one when a built-in domain matches it,
-        else the domain actually used."""
-        domain = self.domain_of[topic]
-        return topic if domain_for(topic) == domain else domain
-
-    def draw(self, topic: str, taken: set[str]) -> dict | None:
-        """A fallback question in the output shape (not in `taken`, which it joins), or None when exhausted."""
-        pool = self.items[self.domain_of[topic]]
-        while pool:
-            item = pool.pop()
-            if normalize_text(item.question) in taken:
-                continue
-            taken.add(normalize_text(item.question))
-            choices = list(item.distractors[:3])
-            self.rng.shuffle(choices)
-            at = self.rng.randrange(4)
-            choices.insert(at, item.answer)
-            explanation = _explanation(item)
-            return {"topic": self.label(topic), "question": item.question,
-                    "choices": [f"{l}) {c}" for l, c in zip(LETTERS, choices)], "answer": LETTERS[at],
-                    "explanation": explanation}
-        return None
+def build_bank(per_domain: int = 60, seed: int = 0) -> dict:
+    """The bank as JSON data: every built-in domain's verified questions and the topic words that route to them."""
+    return {"version": BANK_VERSION, "topic_words": {d: list(w) for d, w in TOPIC_WORDS.items()},
+            "questions": {d: domain_bank(d, per_domain, seed) for d in DOMAINS}}
 
 
 def _explanation(item: Item) -> str:

@@ -9,7 +9,7 @@ from tiesmerge.cli import adapters, data, demo, deploy, examples, inspect, merge
 from tiesmerge.cli import eval as eval_cli
 from tiesmerge.cli import export as export_cli
 from tiesmerge.cli.common import handle_signals
-from tiesmerge.quiet import quiet_libraries
+from tiesmerge.portable.quiet import quiet_libraries
 
 app = typer.Typer(
     name="tiesmerge",

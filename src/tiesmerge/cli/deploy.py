@@ -23,8 +23,17 @@ def deploy(
                                                 "off on CPU)"),
     link: bool = typer.Option(False, "--link", help="link the adapter folder instead of copying it"),
     force: bool = typer.Option(False, "--force", help="replace an earlier deployment in --to (outputs/ is kept)"),
+    fold: bool = typer.Option(False, "--fold", help="write DIR/model/: the base with the adapter folded in (a local "
+                              "base folder only); the agents then load one model and no adapter — a faster start. "
+                              "On a 4-bit base this quantizes W + ΔW instead of running the LoRA beside NF4(W): "
+                              "see docs/agents.md for what that costs in accuracy"),
+    bank_size: int = typer.Option(60, "--bank-size", min=1, help="verified fallback questions per built-in domain "
+                                  "written to DIR/fallback_bank.json"),
 ) -> None:
-    """Write DIR/agents/{question,answer}_{agent,model}.py, DIR/agents.yaml, DIR/adapter/ and DIR/outputs/.
+    """Write a self-contained tournament work directory: DIR/agents/ (the four entry files and runtime/, which
+    imports only torch, transformers, peft, bitsandbytes and pyyaml — tiesmerge is not needed where the agents run;
+    tested with transformers 4.46.3 / peft 0.17.1 / bitsandbytes 0.45.0 and today's releases), DIR/agents.yaml,
+    DIR/fallback_bank.json (verified fallback questions), DIR/adapter/ (or DIR/model/ with --fold) and DIR/outputs/.
 
     Then, in DIR, exactly as the tournament runs them:
 
@@ -32,7 +41,9 @@ def deploy(
 
       python -m agents.question_agent --output_file outputs/questions.json --num_questions 20 --verbose
 
-    Deadlines (5.5 s per answer, 9 s per question) and generation settings live in agents.yaml; an agen.yaml
+    Questions are answered and drafted in batches (answer.batch_size, question.batch_size; 20 each); every item of
+    a batch is final within its deadline (5.5 s per answer, 9 s per question) of the batch's start. Deadlines,
+    batch sizes and generation settings live in agents.yaml; an agen.yaml
     or qgen.yaml in DIR overrides max_tokens, temperature, top_p and repetition_penalty.
 
     Example: tiesmerge deploy merged/ --base Qwen/Qwen2.5-72B-Instruct --to ~/AIAC --load-in-4bit
@@ -40,8 +51,23 @@ def deploy(
     require(Extra.agents, "tiesmerge deploy")
     from tiesmerge.agents.deploy import deploy as run_deploy
 
-    done = run_deploy(merged, base, to, load_in_4bit=load_in_4bit, link=link, force=force)
-    typer.echo(f"deployed to {done.root}: agents/, agents.yaml, {done.adapter.name}/ "
-               f"({'linked' if done.linked else 'copied'}), outputs/")
+    fold_writer = None
+    if fold:
+        from tiesmerge.cli.progress import module_progress
+        from tiesmerge.errors import BadInputError
+        from tiesmerge.export.model import export_model
+
+        def fold_writer(out: Path, base_ref: str) -> None:
+            if not Path(base_ref).is_dir():
+                raise BadInputError(f"--fold needs a local base folder (got {base!r}); download the base first")
+            with module_progress(1, "folding", "shards") as hook:
+                export_model(merged, Path(base_ref), out, progress=hook)
+
+    done = run_deploy(merged, base, to, load_in_4bit=load_in_4bit, link=link, force=force, bank_size=bank_size,
+                      fold=fold_writer)
+    what = (f"{done.model.name}/ (base + adapter folded)" if done.model else
+            f"{done.adapter.name}/ ({'linked' if done.linked else 'copied'})")
+    typer.echo(f"deployed to {done.root}: agents/ (self-contained), agents.yaml, fallback_bank.json "
+               f"({done.bank_questions} verified questions), {what}, outputs/")
     typer.echo(f"next: cd {done.root} && python -m agents.question_agent --output_file outputs/questions.json "
                "--num_questions 20 --verbose")

@@ -12,9 +12,15 @@ from typing import Callable, Sequence
 
 import torch
 
-from tiesmerge.eval.questions import LETTERS, Question
-
-INSTRUCTION = "Answer the following multiple-choice question with the letter of the correct option (A, B, C or D)."
+from tiesmerge.portable.letters import plain_lm_head  # noqa: F401  (part of eval's API)
+from tiesmerge.portable.mcq import (  # noqa: F401  (build_prompt & co. are part of eval's API)
+    INSTRUCTION,
+    LETTERS,
+    Question,
+    build_prompt,
+    letter_token_ids,
+    prompt_text,
+)
 
 
 @dataclass(frozen=True)
@@ -29,34 +35,6 @@ class Prediction:
     @property
     def correct(self) -> bool:
         return self.predicted == self.gold
-
-
-def prompt_text(q: Question) -> str:
-    options = "\n".join(f"{letter}) {choice}" for letter, choice in zip(LETTERS, q.choices))
-    return f"{INSTRUCTION}\n\nQuestion: {q.question}\n{options}"
-
-
-def build_prompt(tokenizer, q: Question) -> str:
-    """The chat-templated prompt ending where the assistant's answer letter begins."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": prompt_text(q)}], tokenize=False,
-                                             add_generation_prompt=True)
-    return prompt_text(q) + "\nAnswer:"
-
-
-def letter_token_ids(tokenizer) -> list[int]:
-    """Token ids of A–D as the answer's first token: "A" after a chat template's assistant prefix,
-    " A" after a plain `Answer:` prompt (the last token, should the space be a token of its own)."""
-    prefix = "" if getattr(tokenizer, "chat_template", None) else " "
-    ids = []
-    for letter in LETTERS:
-        toks = tokenizer.encode(prefix + letter, add_special_tokens=False)
-        if not toks:
-            raise ValueError(f"the tokenizer has no token for {letter!r}")
-        ids.append(toks[-1])
-    if len(set(ids)) != 4:
-        raise ValueError("the answer letters A-D do not map to four distinct tokens")
-    return ids
 
 
 def _encode(tokenizer, prompts: Sequence[str], device: torch.device):
@@ -102,16 +80,6 @@ def prepare_rows(model, tokenizer, prompts: Sequence[str], reuse_prefix: bool = 
     plen = common_prefix(rows) - 1 if (reuse_prefix and len(rows) > 1) else 0  # keep ≥1 suffix token
     cache = _prefix_cache(model, rows[0][:plen], _device_of(model)) if plen > 1 else None
     return rows, (plen if cache is not None else 0), cache
-
-
-def plain_lm_head(model) -> bool:
-    """Whether the model's logits are exactly `lm_head(decoder(...))`, so the vocabulary-sized head can be
-    applied to a few chosen positions only (cloze choices, training answers). False for architectures
-    that soft-cap or scale their logits; callers then run the whole model."""
-    cfg = getattr(model, "config", None)
-    return (hasattr(model, "get_decoder") and model.get_output_embeddings() is not None
-            and getattr(cfg, "final_logit_softcapping", None) is None and getattr(cfg, "logit_scale", None) is None
-            and not hasattr(model, "logit_scale"))
 
 
 def logits_at(model, positions: torch.Tensor, **kwargs) -> torch.Tensor:

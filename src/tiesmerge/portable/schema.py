@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tiesmerge.agents.text import is_english, word_count
-from tiesmerge.eval.questions import LETTERS, InvalidQuestion, make_question
+from .mcq import LETTERS, InvalidQuestion, make_question
+from .text import is_english, word_count
 
 EXPLANATION_WORDS = 100
 

@@ -1,9 +1,11 @@
 """The tournament's command lines (`python -m agents.answer_agent …`, `python -m agents.question_agent …`):
-argparse with the tournament's flag names, atomic JSON output, timings on stderr with --verbose."""
+argparse with the tournament's flag names, the model loaded and warmed up once, atomic JSON output, timings on
+stderr with --verbose."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -12,10 +14,44 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from tiesmerge.errors import BadInputError, TiesmergeError
+import torch
 
-ANSWER_LIMIT_S = 6.0
-QUESTION_LIMIT_S = 10.0
+from .answer import AnswerAgent
+from .bank import FallbackBank
+from .config import ANSWER_LIMIT_S, QUESTION_LIMIT_S, AgentsConfig, load_agents_config
+from .errors import AgentInputError
+from .loader import AgentModel, load_agent_model
+from .question import QuestionAgent
+from .quiet import quiet_libraries
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+@torch.no_grad()
+def warm_up(loaded: AgentModel) -> None:
+    """One short forward and a 2-token generate, so first-call costs (CUDA context, kernels) hit no question."""
+    tok, model = loaded.tokenizer, loaded.model
+    ids = torch.tensor([tok("Warm up.", add_special_tokens=False)["input_ids"]], device=next(model.parameters()).device)
+    model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=2, do_sample=False,
+                   pad_token_id=tok.pad_token_id)
+
+
+def load(config_path: Path) -> tuple[AgentsConfig, Path, AgentModel]:
+    """(config, its folder, the warmed-up model)."""
+    quiet_libraries()
+    cfg, root = load_agents_config(config_path, _log)
+    loaded = load_agent_model(cfg, root, _log)
+    warm_up(loaded)
+    return cfg, root, loaded
+
+
+def bank_path(cfg: AgentsConfig, root: Path) -> Path | None:
+    if cfg.bank is None:
+        return None
+    path = Path(cfg.bank)
+    return path if path.is_absolute() else root / path
 
 
 def write_json_atomic(path: Path, data) -> None:
@@ -40,15 +76,15 @@ def read_entries(path: Path) -> list:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise BadInputError(f"--input_file {path} does not exist") from None
+        raise AgentInputError(f"--input_file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise BadInputError(f"--input_file {path} cannot be read: {exc}") from None
+        raise AgentInputError(f"--input_file {path} cannot be read: {exc}") from None
     except json.JSONDecodeError as exc:
-        raise BadInputError(f"--input_file {path} is not JSON ({exc}); it must be a JSON list of questions") from None
+        raise AgentInputError(f"--input_file {path} is not JSON ({exc}); it must be a JSON list of questions") from None
     if isinstance(data, dict) and isinstance(data.get("questions"), list):
         data = data["questions"]
     if not isinstance(data, list):
-        raise BadInputError(f"--input_file {path} holds a JSON {type(data).__name__}; it must be a list of questions")
+        raise AgentInputError(f"--input_file {path} holds a JSON {type(data).__name__}; it must be a list of questions")
     return data
 
 
@@ -86,7 +122,7 @@ def _parser(prog: str, doc: str) -> argparse.ArgumentParser:
 def _run(fn, argv) -> int:
     try:
         return fn(argv)
-    except TiesmergeError as exc:
+    except AgentInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
 
@@ -99,15 +135,14 @@ def answer_main(argv: Sequence[str] | None = None, default_config: Path | None =
         p.add_argument("--output_file", type=Path, default=Path("outputs/answers.json"))
         args = p.parse_args(argv)
         entries = read_entries(args.input_file)  # before loading the model: a bad file fails fast
-        from tiesmerge.agents import runtime
-
-        cfg, loaded = runtime.load(args.config or default_config or _default_config())
-        agent = runtime.answer_agent(cfg, loaded)
+        cfg, _, loaded = load(args.config or default_config or _default_config())
+        agent = AnswerAgent(loaded.model, loaded.tokenizer, cfg.answer)
 
         def show(rec):
             if args.verbose:
-                print(f"[answer {rec.index + 1}/{len(entries)}] {rec.time_s:.3f} s {rec.answer} {rec.status}",
-                      file=sys.stderr)
+                why = f" ({rec.template_because})" if rec.template_because else ""
+                print(f"[answer {rec.index + 1}/{len(entries)}] batch {rec.batch + 1}: {rec.time_s:.3f} s "
+                      f"{rec.answer} {rec.status}{why}", file=sys.stderr)
 
         records = agent.answer_all(entries, show)
         finish(args, "answers", [r.output() for r in records], records, loaded.load_s, cfg.answer.deadline_s,
@@ -122,7 +157,7 @@ def read_topics(path: Path) -> tuple[str, ...]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise BadInputError(f"--topics_file {path} cannot be read: {exc}") from None
+        raise AgentInputError(f"--topics_file {path} cannot be read: {exc}") from None
     try:
         data = json.loads(text)
         topics = data if isinstance(data, list) else None
@@ -130,7 +165,7 @@ def read_topics(path: Path) -> tuple[str, ...]:
         topics = [line.strip() for line in text.splitlines()]
     topics = [t.strip() for t in topics or [] if isinstance(t, str) and t.strip()]
     if not topics:
-        raise BadInputError(f"--topics_file {path} has no topics; give a JSON list or one topic per line")
+        raise AgentInputError(f"--topics_file {path} has no topics; give a JSON list or one topic per line")
     return tuple(dict.fromkeys(topics))
 
 
@@ -145,19 +180,18 @@ def question_main(argv: Sequence[str] | None = None, default_config: Path | None
                        help="topics (JSON list or one per line); default: agents.yaml's, else the built-in four")
         args = p.parse_args(argv)
         if args.num_questions < 1:
-            raise BadInputError("--num_questions must be at least 1")
+            raise AgentInputError("--num_questions must be at least 1")
         topics = read_topics(args.topics_file) if args.topics_file else None
-        from tiesmerge.agents import runtime
-
-        cfg, loaded = runtime.load(args.config or default_config or _default_config())
+        cfg, root, loaded = load(args.config or default_config or _default_config())
         if topics:
-            cfg = cfg.model_copy(update={"question": cfg.question.model_copy(update={"topics": topics})})
-        agent = runtime.question_agent(cfg, loaded, args.num_questions)
+            cfg = cfg.replace(question=dataclasses.replace(cfg.question, topics=topics))
+        agent = question_agent(cfg, root, loaded)
 
         def show(rec):
             if args.verbose:
                 why = f" ({rec.why_fallback})" if rec.why_fallback else ""
-                print(f"[question {rec.index + 1}/{args.num_questions}] {rec.time_s:.3f} s {rec.topic}: "
+                print(f"[question {rec.index + 1}/{args.num_questions}] batch {rec.batch + 1}: {rec.time_s:.3f} s "
+                      f"{rec.topic}: "
                       f"{rec.source}{why}", file=sys.stderr)
 
         records = agent.generate(args.num_questions, show)
@@ -168,3 +202,13 @@ def question_main(argv: Sequence[str] | None = None, default_config: Path | None
         return 0
 
     return _run(main, argv)
+
+
+def question_agent(cfg: AgentsConfig, root: Path, loaded: AgentModel) -> QuestionAgent:
+    path = bank_path(cfg, root)
+    if path is None:
+        raise AgentInputError("agents.yaml has `bank: null`; the question agent needs the fallback bank that "
+                              "`tiesmerge deploy` writes")
+    bank = FallbackBank.load(path, cfg.question.topics, cfg.question.seed)
+    answerer = AnswerAgent(loaded.model, loaded.tokenizer, cfg.answer)
+    return QuestionAgent(loaded.model, loaded.tokenizer, cfg.question, answerer, bank)

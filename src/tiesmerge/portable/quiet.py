@@ -3,6 +3,7 @@
 peft imports bitsandbytes whenever it is installed, and bitsandbytes logs at import time that an optional Hub
 kernel package is missing (its generic kernels are used); transformers and peft emit deprecation notices about
 each other. None of these concern a tiesmerge user. `--debug` / TIESMERGE_DEBUG=1 keep them all.
+(Portable: the deployed agents call it too.)
 """
 
 from __future__ import annotations
@@ -23,3 +24,6 @@ def quiet_libraries(argv: list[str] | None = None) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     for category in (FutureWarning, DeprecationWarning):
         warnings.filterwarnings("ignore", category=category)
+    # an older peft reading an adapter_config.json written by a newer one lists the keys it does not know;
+    # they are optional features this adapter does not use
+    warnings.filterwarnings("ignore", message="Unexpected keyword arguments", category=UserWarning)
