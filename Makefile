@@ -105,9 +105,9 @@ bench-quality: setup
 	$(PY) benchmarks/bench_quality.py --out build/bench/quality --docs docs
 
 # Answer / question latency on the embedded base with the demo's TIES merge (runs the demo first; cached after once).
-# On a GPU box with bitsandbytes: $(PY) benchmarks/agents_latency.py --random-72b --probe (see README).
+# On a GPU box with bitsandbytes: $(PY) benchmarks/agents_latency.py --random-72b (see docs/agents.md).
 bench-agents: demo
-	$(PY) benchmarks/agents_latency.py --probe --out build/agents_latency.json \
+	$(PY) benchmarks/agents_latency.py --fold-4bit 200 --out build/agents_latency.json \
 	  --adapter "$$($(PY) -c 'import json; print(json.load(open("build/demo/paths.json"))["merge ties"])')"
 
 clean:

@@ -90,7 +90,7 @@ def test_a_contradicting_reasoning_is_replaced_by_the_template(tiny_model, monke
     q = parse_entry(ENTRIES[1])
     letter, logprobs = agent.choose(q)
     other = "ABCD"[("ABCD".index(letter) + 1) % 4]
-    monkeypatch.setattr(agent, "reason", lambda qs, ls, d: ([f"The correct answer is {other}) "
+    monkeypatch.setattr(agent, "reason", lambda qs, ls, d, stop=None: ([f"The correct answer is {other}) "
                                                              f"{q.choices['ABCD'.index(other)]}."], [9], False))
     rec = agent.answer_all([ENTRIES[1]])[0]
     assert rec.answer == letter and rec.status == "no-reasoning" and rec.template_because == f"names option {other}"
@@ -158,6 +158,28 @@ def test_a_forward_pass_longer_than_the_deadline_is_cut_by_the_backstop(tiny_mod
     assert all(r.status == "timeout" and r.time_s < 0.6 and check_answer(r.output()) == [] for r in records)
     assert threading.active_count() == threads
     assert agent.answer_all(ENTRIES[:1])[0].status != "timeout"  # the model works normally afterwards
+
+
+def test_tokens_written_before_the_backstop_fires_are_kept(tiny_model):
+    """Steps of 0.02 s, then one of 3 s (a stall no per-step prediction sees coming): the alarm ends generate; the
+    letters and the reasoning tokens written before the stall are kept, inside the deadline."""
+    import time
+
+    model, tok = tiny_model
+    calls = {"n": 0}
+
+    def stall(*_):
+        calls["n"] += 1
+        time.sleep(3.0 if calls["n"] == 12 else 0.02)
+
+    handle = model.model.layers[0].register_forward_hook(stall)
+    try:
+        records = AnswerAgent(model, tok, AnswerSettings(max_new_tokens=200, deadline_s=1.0)).answer_all(ENTRIES[:2])
+    finally:
+        handle.remove()
+    for rec in records:
+        assert rec.time_s < 1.0 and rec.status != "timeout" and rec.stopped_by_deadline
+        assert 0 < rec.reasoning_tokens < 12 and check_answer(rec.output()) == []
 
 
 def test_reasoning_is_cut_to_the_word_limit(tiny_model):

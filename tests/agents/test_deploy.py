@@ -223,3 +223,39 @@ def test_deploy_command_writes_and_prints_the_next_step(tmp_path, tiny_base, mer
     res = run_cli("deploy", merged, "--base", tiny_base, "--to", tmp_path / "work", "--link")
     assert res.exit_code == 0, res.stderr
     assert "python -m agents.question_agent" in res.stdout and (tmp_path / "work" / "adapter").is_symlink()
+
+
+def test_deploy_fold_writes_one_model_that_scores_like_base_plus_adapter(tmp_path, tiny_base, merged):
+    """--fold: DIR/model/ is the base with ΔW folded in (no adapter at run time); its letter log-probs equal the
+    unfolded deployment's (fp32, so only rounding differs)."""
+    from tests.cli.helpers import run_cli
+    from tiesmerge.portable.answer import parse_entry
+    from tiesmerge.portable.letters import LetterScorer
+    from tiesmerge.portable.loader import load_agent_model
+
+    res = run_cli("deploy", merged, "--base", tiny_base, "--to", tmp_path / "folded", "--fold", "--bank-size", "3")
+    assert res.exit_code == 0, res.stderr
+    assert "model/ (base + adapter folded)" in res.stdout and not (tmp_path / "folded" / "adapter").exists()
+    folded_cfg, folded_root = load_agents_config(tmp_path / "folded" / "agents.yaml")
+    assert folded_cfg.base == "model" and folded_cfg.adapter is None
+    deploy(merged, str(tiny_base), tmp_path / "plain", bank_size=3)
+    plain_cfg, plain_root = load_agents_config(tmp_path / "plain" / "agents.yaml")
+    questions = [parse_entry(q) for q in QUESTIONS[:2]]
+    scores = []
+    for cfg, root in ((folded_cfg, folded_root), (plain_cfg.replace(merge_adapter=False), plain_root)):
+        loaded = load_agent_model(cfg, root, lambda m: None)
+        scores.append(LetterScorer(loaded.model, loaded.tokenizer).logprobs(questions))
+    import torch
+
+    torch.testing.assert_close(scores[0], scores[1], atol=1e-4, rtol=0)
+    base_only = load_agent_model(plain_cfg.replace(adapter=None), plain_root, lambda m: None)
+    assert not torch.allclose(LetterScorer(base_only.model, base_only.tokenizer).logprobs(questions), scores[1],
+                              atol=1e-3)  # the adapter matters in these logits
+
+
+def test_deploy_fold_refuses_a_hub_base(tmp_path, merged):
+    from tests.cli.helpers import run_cli
+
+    res = run_cli("deploy", merged, "--base", "Qwen/Qwen2.5-72B-Instruct", "--to", tmp_path / "w", "--fold")
+    assert res.exit_code == 2 and "--fold needs a local base folder" in res.stderr
+    assert not (tmp_path / "w" / "agents").exists() and not [p for p in (tmp_path / "w").glob(".tiesmerge-deploy*")]

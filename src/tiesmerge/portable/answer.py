@@ -74,18 +74,24 @@ class AnswerAgent:
         choice = q.choices[LETTERS.index(letter)]
         return f"{build_prompt(self.tokenizer, q)}{space}{letter}) {choice}\n{lead(letter, choice)}"
 
+    def decode_new(self, gen: torch.Tensor, start: int) -> tuple[list[str], list[int]]:
+        new = gen[:, start:]
+        specials = set(self.tokenizer.all_special_ids)
+        return self.tokenizer.batch_decode(new, skip_special_tokens=True), [sum(int(t) not in specials for t in row)
+                                                                            for row in new]
+
     @torch.no_grad()
-    def reason(self, questions: Sequence[Question], letters: Sequence[str], deadline: Deadline):
-        """(generated texts, token counts, stopped by the deadline): every reasoning in one generate call."""
+    def reason(self, questions: Sequence[Question], letters: Sequence[str], deadline: Deadline,
+               stop: DeadlineStopping | None = None):
+        """(generated texts, token counts, stopped by the deadline): every reasoning in one generate call. Should the
+        backstop end the call, `stop.ids` still holds the tokens written so far."""
         ids, mask = encode(self.tokenizer, [self.reasoning_prompt(q, l) for q, l in zip(questions, letters)],
                            device_of(self.model))
-        stop = DeadlineStopping(deadline)
+        stop = stop or DeadlineStopping(deadline)
+        stop.prompt_len = ids.shape[1]
         gen = self.model.generate(input_ids=ids, attention_mask=mask, stopping_criteria=[stop],
                                   pad_token_id=self.tokenizer.pad_token_id, **self.settings.generate_kwargs())
-        new = gen[:, ids.shape[1]:]
-        specials = set(self.tokenizer.all_special_ids)
-        counts = [sum(int(t) not in specials for t in row) for row in new]
-        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        texts, counts = self.decode_new(gen, ids.shape[1])
         return texts, counts, stop.stopped
 
     def answer_batch(self, entries: Sequence[object], start: int = 0, batch: int = 0) -> list[AnswerRecord]:
@@ -101,6 +107,7 @@ class AnswerAgent:
         chosen: dict[int, tuple[str, list[float]]] = {}
         texts: dict[int, tuple[str, int]] = {}
         stopped = timed_out = False
+        stop = DeadlineStopping(deadline.sub(OUTPUT_MARGIN_S))
         try:
             with hard_limit(deadline.sub(OUTPUT_MARGIN_S)):
                 if valid:
@@ -108,10 +115,12 @@ class AnswerAgent:
                     spent = deadline.elapsed()
                     if deadline.remaining() > OUTPUT_MARGIN_S + 0.5 * spent:  # room for at least a few tokens
                         gen, counts, stopped = self.reason([parsed[i] for i in valid], [chosen[i][0] for i in valid],
-                                                           deadline.sub(OUTPUT_MARGIN_S))
+                                                           stop.deadline, stop)
                         texts = dict(zip(valid, zip(gen, counts)))
         except DeadlineExceeded:
             timed_out = True
+            if stop.ids is not None and not texts:  # the backstop ended the generate call: keep what it wrote
+                texts = dict(zip(valid, zip(*self.decode_new(stop.ids, stop.prompt_len))))
         records = []
         for i, q in enumerate(parsed):
             if not isinstance(q, Question):

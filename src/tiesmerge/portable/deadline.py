@@ -63,8 +63,11 @@ class DeadlineStopping(_Base):
         self.slowest = 0.0
         self.steps = 0
         self.stopped = False
+        self.ids = None  # the tokens so far: what a caller keeps if the backstop ends generation mid-way
+        self.prompt_len = 0  # where the generated tokens start in `ids` (set by the caller)
 
     def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
+        self.ids = input_ids
         now = self.deadline.clock()
         if self.steps:  # the first interval includes the prompt pass: not a per-token time
             self.slowest = max(self.slowest, now - self.last)
