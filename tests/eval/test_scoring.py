@@ -150,13 +150,14 @@ def test_4bit_misfit_without_a_switch_is_one_line(tiny_base, monkeypatch):
     bnb = pytest.importorskip("bitsandbytes")
     from tiesmerge.errors import BadInputError
     from tiesmerge.eval import quant
+    from tiesmerge.portable import quant as portable_quant
 
     model, _ = load_base(str(tiny_base), device="cpu", load_in_4bit=False)
     layer = bnb.nn.Linear4bit(32, 48, bias=False, quant_type="nf4")
     if hasattr(layer, "support_avx512bf16_for_cpu"):  # bitsandbytes ≥ 0.48
         del layer.support_avx512bf16_for_cpu
     model.model.layers[0].mlp.gate_proj = layer
-    monkeypatch.setattr(quant, "repacks_on_this_cpu", lambda _bnb: True)
+    monkeypatch.setattr(portable_quant, "repacks_on_this_cpu", lambda _bnb: True)  # where fit_cpu_kernels looks
     with pytest.raises(BadInputError) as err:
         quant.fit_cpu_kernels(model)
     msg = str(err.value)
