@@ -148,12 +148,14 @@ def row(mode: str, kind: str, wall: float, report: dict, extra: dict) -> dict:
             "max_s": round(max(times), 2), "over_limit": sum(t >= report["limit_s"] for t in times), **extra}
 
 
-def cpu_rows(adapter: Path, domains, n_answers: int, n_questions: int) -> list[dict]:
+def cpu_rows(adapter: Path, domains, n_answers: int, n_questions: int, modes=("batched", "one-by-one", "folded")) -> list[dict]:
     entries, gold = test_questions(domains, n_answers)
     root = Path(tempfile.mkdtemp(prefix="tiesmerge-bench-agents-"))
     rows, letters = [], {}
     for mode, settings, fold in [("batched", MODES["batched"], False), ("one-by-one", MODES["one-by-one"], False),
                                  ("folded", MODES["batched"], True)]:
+        if mode not in modes:
+            continue
         work = deploy_dir(adapter, root, mode, settings, fold)
         (work / "outputs" / "filtered_questions.json").write_text(json.dumps(entries))
         wall, rep = run_command(work, ["agents.answer_agent", "--input_file", "outputs/filtered_questions.json",
@@ -170,8 +172,9 @@ def cpu_rows(adapter: Path, domains, n_answers: int, n_questions: int) -> list[d
                                        "--num_questions", str(n_questions)])
         rows.append(row(mode, "questions", wall, rep, {"from_model": sum(it["source"] == "model" for it in rep["items"])}))
         print(json.dumps(rows[-1]), flush=True)
-    same = sum(a == b for a, b in zip(letters["batched"], letters["one-by-one"]))
-    print(f"batched letters = one-by-one letters on {same}/{len(gold)} questions", flush=True)
+    if "batched" in letters and "one-by-one" in letters:
+        same = sum(a == b for a, b in zip(letters["batched"], letters["one-by-one"]))
+        print(f"batched letters = one-by-one letters on {same}/{len(gold)} questions", flush=True)
     return rows
 
 
@@ -241,6 +244,7 @@ def main() -> int:
     ap.add_argument("--questions", type=int, default=20)
     ap.add_argument("--fold-4bit", type=int, default=0, metavar="N", help="also: 4-bit LoRA vs 4-bit folded on N questions")
     ap.add_argument("--domains", default="math,code,stem,humanities")
+    ap.add_argument("--modes", default="batched,one-by-one,folded", help="which CPU rows to run")
     ap.add_argument("--out", type=Path, default=None, help="write the results JSON here")
     args = ap.parse_args()
     domains = args.domains.split(",")
@@ -250,7 +254,7 @@ def main() -> int:
         if args.adapter is None:
             ap.error("pass --adapter MERGED (or --random-72b on a GPU)")
         result = {"setup": f"smollm2 + {args.adapter}, {os.cpu_count()} CPUs",
-                  "rows": cpu_rows(args.adapter, domains, args.answers, args.questions)}
+                  "rows": cpu_rows(args.adapter, domains, args.answers, args.questions, args.modes.split(","))}
         if args.fold_4bit:
             result["fold_4bit"] = fold_cost_4bit(args.adapter, domains, args.fold_4bit)
     print(json.dumps(result, indent=2))

@@ -54,7 +54,8 @@ class AnswerSettings(Generation):
     max_new_tokens: int = _f(40, "most tokens of one reasoning (all of a batch's reasonings are generated together)",
                              1, 4096)
     reasoning_words: int = _f(100, "reasoning is cut to this many words", 1, 100)
-    batch_size: int = _f(20, "questions answered together (one letter pass, one reasoning generate)", 1, 1024)
+    batch_size: int = _f(8, "questions answered together (one letter pass, one reasoning generate); larger batches "
+                         "spend more of the deadline on the letter pass before any reasoning", 1, 1024)
 
 
 @dataclass(frozen=True)
