@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import typer
@@ -71,3 +72,12 @@ def handle_signals() -> None:
     """SIGTERM and SIGHUP end a command like Ctrl-C: temp outputs are removed, one line, exit 128 + signal."""
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_interrupted)
+
+
+def data_args(values) -> list[tuple[str | None, Path]]:
+    """`--data DOMAIN=FILE` or `--data FILE` values → (domain or None, path)."""
+    out = []
+    for v in values:
+        domain, ok, path = v.partition("=")
+        out.append((domain, Path(path)) if ok and domain and not Path(v).exists() else (None, Path(v)))
+    return out

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import List, Optional
 
 import typer
 from rich.console import Console
 
 from tiesmerge.atomic import atomic_output_dir
-from tiesmerge.cli.common import guarded
+from tiesmerge.cli.common import data_args, guarded
 from tiesmerge.extras import Extra, require
 
 app = typer.Typer(help="Built-in question sets (math, code, stem, humanities).", no_args_is_help=True)
@@ -34,3 +35,37 @@ def build_cmd(
     for split, counts in manifest["splits"].items():
         console.print(f"{split}: " + ", ".join(f"{d} {n}" for d, n in counts.items()), markup=False)
     console.print(f"wrote {out} (seed {seed})", markup=False)
+
+
+@app.command("export-lm-eval")
+@guarded
+def export_lm_eval_cmd(
+    ctx: typer.Context,
+    out: Path = typer.Argument(..., help="directory for the task YAMLs and JSONL files (lm-eval's --include_path)"),
+    data: List[str] = typer.Option([], "--data", help="DOMAIN=FILE or FILE (.jsonl, .csv, .json; repeat)"),
+    builtin: bool = typer.Option(False, "--builtin", help="the built-in verified question sets"),
+    split: str = typer.Option("test", "--split", help="built-in split: train, validation or test"),
+    n_per_domain: int = typer.Option(1000, "--n-per-domain", help="built-in set size per domain (all splits)"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="at most N questions per domain"),
+    name: str = typer.Option("tiesmerge", "--name", help="task group name; tasks are NAME_DOMAIN"),
+    force: bool = typer.Option(False, "--force", help="replace a non-empty directory"),
+) -> None:
+    """Write question sets as lm-evaluation-harness tasks (one per domain, and a group), so lm-eval can re-score
+    what `tiesmerge eval --mode cloze --cloze-norm sum|chars` scores (its acc / acc_norm).
+
+    Then, for your base and adapter:
+
+      lm_eval --model hf --model_args pretrained=BASE,peft=ADAPTER --include_path OUT --tasks tiesmerge
+    """
+    from tiesmerge.eval.lm_eval_task import write_tasks
+    from tiesmerge.eval.run import collect_questions
+
+    questions, skipped = collect_questions(data_args(data), builtin=builtin, split=split, limit=limit,
+                                           skip_invalid=False, n_per_domain=n_per_domain)
+    with atomic_output_dir(out, force) as tmp:
+        done = write_tasks(questions, tmp, out, name)
+    console = Console(soft_wrap=True)
+    console.print(f"wrote {len(done.tasks)} lm-eval tasks ({', '.join(done.tasks)}; {done.questions} questions) and "
+                  f"group {done.group} to {out}", markup=False)
+    console.print(f"next: lm_eval --model hf --model_args pretrained=BASE,peft=ADAPTER --include_path {out} "
+                  f"--tasks {done.group}", markup=False)

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tiesmerge.atomic import atomic_output_dir, check_output_dir
-from tiesmerge.cli.common import guarded
+from tiesmerge.cli.common import data_args, guarded
 from tiesmerge.cli.progress import module_progress
 from tiesmerge.errors import BadInputError
 from tiesmerge.eval.report import EvalResult
@@ -27,14 +27,6 @@ def _pairs(values: List[str], flag: str, sep: str = "=") -> dict[str, str]:
         if name in out:
             raise BadInputError(f"{flag}: {name!r} given twice")
         out[name] = rest
-    return out
-
-
-def _data_args(values: List[str]) -> list[tuple[Optional[str], Path]]:
-    out = []
-    for v in values:
-        domain, ok, path = v.partition("=")
-        out.append((domain, Path(path)) if ok and domain and not Path(v).exists() else (None, Path(v)))
     return out
 
 
@@ -88,6 +80,9 @@ def eval_cmd(
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="questions per forward pass"),
     mode: str = typer.Option("letters", "--mode", help="letters (log-likelihood of A-D after the options), cloze (likelihood of each "
                                 "choice's text as the answer; options not shown) or generate (parse a letter)"),
+    cloze_norm: str = typer.Option("token", "--cloze-norm", help="cloze: how choices compare — token (mean log-prob "
+                                   "per token, default), or lm-evaluation-harness's sum (acc), chars (acc_norm), "
+                                   "bytes (acc_bytes)"),
     specialist: List[str] = typer.Option([], "--specialist", help="NAME=DOMAIN: adapter NAME is DOMAIN's specialist"),
     no_base: bool = typer.Option(False, "--no-base", help="do not evaluate the bare base"),
     dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16"),
@@ -102,11 +97,15 @@ def eval_cmd(
     Example: tiesmerge eval --base smollm2 --adapter math=./math --merged ties=./merged --builtin --limit 200
     """
     require(Extra.eval, "tiesmerge eval")
+    from tiesmerge.eval.cloze import ClozeNorm
     from tiesmerge.eval.models import load_base
     from tiesmerge.eval.report import write_outputs
     from tiesmerge.eval.run import EvalMode, collect_questions, evaluate
 
     mode = EvalMode.parse(mode, "--mode")
+    norm = ClozeNorm.parse(cloze_norm, "--cloze-norm")
+    if norm is not ClozeNorm.token and mode is not EvalMode.cloze:
+        raise BadInputError(f"--cloze-norm {norm.value} applies to --mode cloze only")
     if out is not None:
         check_output_dir(out, force)  # before the evaluation, not after
     adapters = {k: Path(v) for k, v in _pairs(adapter, "--adapter").items()}
@@ -114,7 +113,7 @@ def eval_cmd(
     explicit = _pairs(specialist, "--specialist")
     if out is not None and out.is_dir() and any(out.iterdir()) and not force:
         raise BadInputError(f"--out {out} exists and is not empty; pass --force to replace it")
-    questions, skipped = collect_questions(_data_args(data), builtin=builtin, split=split, limit=limit,
+    questions, skipped = collect_questions(data_args(data), builtin=builtin, split=split, limit=limit,
                                            skip_invalid=skip_invalid, n_per_domain=n_per_domain)
     err = Console(stderr=True, soft_wrap=True)
     if skipped:
@@ -135,7 +134,7 @@ def eval_cmd(
 
         result = evaluate(model, tokenizer, questions, adapters=adapters, merged=merged_map, mode=mode,
                           batch_size=batch_size, include_base=not no_base, explicit_specialists=explicit,
-                          on_target=on_target)
+                          on_target=on_target, cloze_norm=norm)
     result.meta.update({"base": base, "split": split if builtin else None, "limit": limit, "skipped_rows": len(skipped)})
     print_table(result, Console(soft_wrap=True))
     if out is not None:

@@ -1,7 +1,13 @@
-"""Cloze scoring: the prediction is the choice whose text the model finds most likely as the answer
-(mean log-probability per token, a closing newline included so "4" cannot win by being a prefix
-of "42"). The options are not shown. Small models that cannot yet map options to letters often know
-the answer itself; this is lm-evaluation-harness's cloze formulation, batched with one prompt pass.
+"""Cloze scoring: the prediction is the choice whose text the model finds most likely as the answer after
+`Question: …\nAnswer:`. The options are not shown. Small models that cannot yet map options to letters often
+know the answer itself; this is lm-evaluation-harness's cloze formulation, batched with one prompt pass.
+
+How a choice's log-likelihood is compared (`ClozeNorm`):
+- token (default): the mean log-probability per token of ` choice` closed by a newline, so "4" cannot win by
+  being a prefix of "42";
+- sum, chars, bytes: exactly lm-evaluation-harness's `acc`, `acc_norm` and `acc_bytes` — the continuation is
+  ` choice` (no newline), tokenized as lm-eval does (context + continuation encoded whole, the context's tokens
+  cut off), and its summed log-likelihood is compared as is, per character, or per UTF-8 byte of the choice.
 
 Per batch: the prompts run once (left-padded after the cached shared prefix, as letter scoring does);
 their KV cache is repeated for the four choices, and one more pass over the choice tokens gives every
@@ -15,10 +21,18 @@ from typing import Callable, Sequence
 
 import torch
 
+from tiesmerge.choices import Choice
 from tiesmerge.eval.questions import LETTERS, Question
 from tiesmerge.eval.scoring import Prediction, logits_at, prepare_rows, prompt_pass
 
 CHOICE_CHUNKS = 2  # choice passes per batch (rows sorted by length); 1 pads every row to the longest
+
+
+class ClozeNorm(Choice):
+    token = "token"  # mean log-prob per token of " choice\n" (tiesmerge's default)
+    sum = "sum"  # lm-eval acc: summed log-prob of " choice"
+    chars = "chars"  # lm-eval acc_norm: summed log-prob / len(choice)
+    bytes = "bytes"  # lm-eval acc_bytes: summed log-prob / UTF-8 bytes of choice
 
 
 def _continuation_logprobs(model, conts: Sequence[list[int]], starts: torch.Tensor, prompt_mask: torch.Tensor, past,
@@ -81,13 +95,41 @@ def answer_ids(tokenizer, text: str) -> list[int]:
     return ids + newline[-1:]
 
 
+def lm_eval_continuation(tokenizer, context: str, context_ids: list[int], text: str) -> list[int]:
+    """lm-eval's continuation tokens for ` text` after `context`: the whole string encoded, the context's own
+    token count cut off (its `_encode_pair` for causal models; the context has no trailing space here)."""
+    whole = tokenizer(context + " " + text, add_special_tokens=False)["input_ids"]
+    return whole[len(context_ids):]
+
+
+def normalised(scores: torch.Tensor, questions: Sequence[Question], conts: Sequence[Sequence[list[int]]],
+               norm: ClozeNorm) -> torch.Tensor:
+    """[B, 4] comparable scores from summed log-likelihoods (rows in question order)."""
+    if norm is ClozeNorm.sum:
+        return scores
+    if norm is ClozeNorm.token:
+        size = [len(c) for cs in conts for c in cs]
+    elif norm is ClozeNorm.chars:
+        size = [len(c) for q in questions for c in q.choices]
+    else:
+        size = [len(c.encode("utf-8")) for q in questions for c in q.choices]
+    return scores / torch.tensor(size, dtype=scores.dtype, device=scores.device).view(scores.shape)
+
+
 @torch.no_grad()
 def score_cloze(model, tokenizer, questions: Sequence[Question], batch_size: int = 16,
                 progress: Callable[[int], None] | None = None, reuse_prefix: bool = True,
-                choice_chunks: int = CHOICE_CHUNKS) -> list[Prediction]:
+                choice_chunks: int = CHOICE_CHUNKS, norm: ClozeNorm = ClozeNorm.token) -> list[Prediction]:
+    """Predictions whose `logprobs` are the four choices' scores under `norm`."""
+    norm = ClozeNorm.parse(norm, "--cloze-norm")
     questions = list(questions)
-    rows, plen, cache = prepare_rows(model, tokenizer, [cloze_prompt(tokenizer, q) for q in questions], reuse_prefix)
-    conts = [[answer_ids(tokenizer, c) for c in q.choices] for q in questions]
+    prompts = [cloze_prompt(tokenizer, q) for q in questions]
+    rows, plen, cache = prepare_rows(model, tokenizer, prompts, reuse_prefix)
+    if norm is ClozeNorm.token:
+        conts = [[answer_ids(tokenizer, c) for c in q.choices] for q in questions]
+    else:
+        conts = [[lm_eval_continuation(tokenizer, p, r, c) for c in q.choices]
+                 for q, p, r in zip(questions, prompts, rows)]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order = sorted(range(len(questions)), key=lambda i: (len(rows[i]), max(map(len, conts[i]))))
     out: list[Prediction | None] = [None] * len(questions)
@@ -103,10 +145,10 @@ def score_cloze(model, tokenizer, questions: Sequence[Question], batch_size: int
             starts = torch.tensor([len(rows[i]) for i in idx])
             scores = scores + _choice_pass(model, choice_rows, starts, mask, prompt_out.past_key_values, pad,
                                            choice_chunks).to(scores.dtype)
-        lengths = torch.tensor([len(c) for c in choice_rows], dtype=scores.dtype, device=scores.device)
-        per_token = (scores / lengths).view(len(idx), 4).cpu()
+        compared = normalised(scores.view(len(idx), 4), [questions[i] for i in idx], [conts[i] for i in idx],
+                              norm).cpu()
         share = (time.perf_counter() - start) / len(idx)
-        for i, row in zip(idx, per_token):
+        for i, row in zip(idx, compared):
             q = questions[i]
             out[i] = Prediction(q.id, q.domain, LETTERS[int(row.argmax())], q.answer, tuple(float(v) for v in row), share)
         if progress:

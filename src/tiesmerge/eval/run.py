@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from tiesmerge.choices import Choice
 from tiesmerge.errors import BadInputError
-from tiesmerge.eval.cloze import score_cloze
+from tiesmerge.eval.cloze import ClozeNorm, score_cloze
 from tiesmerge.eval.loaders import load_questions, refuse_duplicate_ids
 from tiesmerge.eval.models import attach_adapters, using
 from tiesmerge.eval.questions import Question
@@ -57,13 +58,17 @@ def collect_questions(data: Sequence[tuple[str | None, Path]], *, builtin: bool,
 def evaluate(model, tokenizer, questions: Sequence[Question], *, adapters: Mapping[str, Path] = {},
              merged: Mapping[str, Path] = {}, mode: EvalMode = EvalMode.letters, batch_size: int = 16, include_base: bool = True,
              explicit_specialists: Mapping[str, str] = {},
-             on_target: Callable[[str, int], Callable[[int], None] | None] | None = None) -> EvalResult:
+             on_target: Callable[[str, int], Callable[[int], None] | None] | None = None,
+             cloze_norm: ClozeNorm = ClozeNorm.token) -> EvalResult:
     """Score every target on the same questions; adapters are attached once and switched."""
     clash = (set(adapters) & set(merged)) | ({"base"} & (set(adapters) | set(merged)))
     if clash:
         raise BadInputError(f"adapter names must be unique and not 'base'; rename: {', '.join(sorted(clash))}")
     mode = EvalMode.parse(mode, "--mode")
+    cloze_norm = ClozeNorm.parse(cloze_norm, "--cloze-norm")
     scorer = SCORERS[mode]
+    if mode is EvalMode.cloze:
+        scorer = functools.partial(score_cloze, norm=cloze_norm)
     peft = attach_adapters(model, {**adapters, **merged})
     targets = ([Target("base", "base")] if include_base else []) + \
         [Target(n, "adapter", str(p)) for n, p in adapters.items()] + [Target(n, "merged", str(p)) for n, p in merged.items()]
@@ -79,4 +84,5 @@ def evaluate(model, tokenizer, questions: Sequence[Question], *, adapters: Mappi
         with using(peft, model, None if target.kind == "base" else target.name) as m:
             predictions[target.name] = scorer(m, tokenizer, questions, batch_size=batch_size, progress=progress)
     return EvalResult(targets, domains, predictions, specialists(list(adapters), domains, explicit_specialists),
-                      meta={"mode": mode.value, "n_questions": len(questions), "batch_size": batch_size})
+                      meta={"mode": mode.value, "n_questions": len(questions), "batch_size": batch_size,
+                            **({"cloze_norm": cloze_norm.value} if mode is EvalMode.cloze else {})})
