@@ -104,3 +104,18 @@ def test_lm_eval_agrees_with_tiesmerge_cloze(exported, base_and_adapter, monkeyp
     for pred, q in zip(ours[ClozeNorm.chars], QUESTIONS):
         expected = [ll / len(c) for ll, c in zip(theirs[q.id], q.choices)]
         torch.testing.assert_close(torch.tensor(pred.logprobs), torch.tensor(expected), atol=2e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("args, problem", [
+    (["--builtin", "--name", "9bad"], "--name '9bad' must start with a letter"),
+    (["--builtin", "--split", "dev"], "--split 'dev' is unknown"),
+    ([], "no questions"),
+])
+def test_export_bad_input_is_one_line_and_writes_nothing(tmp_path, args, problem):
+    from tests.cli.helpers import run_cli
+
+    res = run_cli("data", "export-lm-eval", tmp_path / "out", "--n-per-domain", "20", *args)
+    assert res.exit_code == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and problem in lines[0]
+    assert not (tmp_path / "out").exists()
