@@ -22,7 +22,6 @@ import torch
 from tiesmerge.merge.refactor import Factorization, RankRequest, choose_rank, split_factors
 from tiesmerge.merge.types import RankMode
 
-
 RCOND = 1e-3  # smallest / largest diagonal of the Cholesky factor accepted (else Householder QR)
 
 
