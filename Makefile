@@ -98,6 +98,8 @@ bench: setup
 	for m in ties task_arithmetic tsv iso_c iso_cts knots_ties knots_linear; do \
 	  $(PY) benchmarks/time_merge.py --shape qwen2.5-72b --layers 1 --r 128 --rank 128 --bf16 --inputs build/bench/q72 \
 	    --space core --device cpu --method $$m | tail -2; done
+	@# llama.cpp itself on the GGUF LoRA export (skipped unless `pip install 'tiesmerge[llama]'`, a source build)
+	$(PY) -m pytest -q -s -m slow tests/export/test_llama_cpp.py | grep -E "adapter effect|passed|skipped|failed"
 
 # Merge quality: 8 specialists on their own fictional facts, every method chosen on validation, scored on test with
 # paired intervals (docs/quality.md). Cached under $$TIESMERGE_CACHE: ~70 min the first time here, seconds after.

@@ -26,8 +26,8 @@ def test_llama_cpp_applies_the_gguf_adapter_as_peft_does(tmp_path):
     base = embedded_base("smollm2")
     package, gguf_name, _ = EMBEDDED["smollm2"]
     gguf_base = Path(importlib.util.find_spec(package).origin).parent / gguf_name
-    a = make_peft_adapter(base, tmp_path / "a", seed=1, r=8, alpha=16, rslora=True, targets=("q_proj", "v_proj", "down_proj"))
-    b = make_peft_adapter(base, tmp_path / "b", seed=2, r=8, alpha=16, rslora=True, targets=("q_proj", "v_proj", "down_proj"))
+    a = make_peft_adapter(base, tmp_path / "a", seed=1, r=8, alpha=2, rslora=True, targets=("q_proj", "v_proj", "down_proj"))
+    b = make_peft_adapter(base, tmp_path / "b", seed=2, r=8, alpha=2, rslora=True, targets=("q_proj", "v_proj", "down_proj"))
     res = run_cli("merge", "--adapter", f"a={a}", "--adapter", f"b={b}", "--density", "0.5", "--rank", "auto",
                   "--device", "cpu", "-o", tmp_path / "merged")
     assert res.exit_code == 0, res.stderr
@@ -53,7 +53,9 @@ def test_llama_cpp_applies_the_gguf_adapter_as_peft_does(tmp_path):
     noise = np.abs(base_l - base_p).mean()  # llama.cpp's Q4_1 kernels vs the dequantized fp32 weights
     corr = np.corrcoef(effect_llama.ravel(), effect_peft.ravel())[0, 1]
     rel = np.linalg.norm(effect_llama - effect_peft) / np.linalg.norm(effect_peft)
-    print(f"adapter effect: corr {corr:.4f}, relative error {rel:.3f}; base logits |llama.cpp − fp32| mean {noise:.3f}")
+    scale = float((effect_llama * effect_peft).sum() / (effect_peft**2).sum())
+    print(f"adapter effect: corr {corr:.4f}, relative error {rel:.3f}, best-fit scale {scale:.3f}, mean |effect| "
+          f"{np.abs(effect_peft).mean():.3f}; base logits |llama.cpp − fp32| mean {noise:.3f}")
     assert np.abs(effect_peft).mean() > 3 * noise  # the adapter's effect stands out of the kernels' noise
     assert corr > 0.98 and rel < 0.2
     # and a wrong scale would show: half the effect is far off
