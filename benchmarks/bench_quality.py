@@ -34,6 +34,7 @@ from tiesmerge.train.trainer import TrainSettings, train_adapter  # noqa: E402
 BASE = "smollm2"
 TRAIN = TrainSettings(steps=120, rank=16, alpha=32.0, lr=1e-3, batch_size=8, warmup_steps=10, seed=0, target="text")
 MERGE_VERSION = 1
+CORE_BASES = "svd-reference"  # core space's bases since 2026-12-01 (the paper's SVD bases; were Householder QRs)
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,9 @@ def merge(cand: Candidate, params: dict, rank: int, specs: dict[str, Path]) -> P
     recipe = Recipe.model_validate({
         "method": cand.method, "space": cand.space, "parameters": params, "output": {"rank": rank},
         "adapters": [{"name": d, "path": str(p), "weight": weight} for d, p in specs.items()]})
-    key = cache_key("quality-merge", MERGE_VERSION, recipe.method, recipe.space, recipe.parameters, recipe.output,
-                    [(a.weight, adapter_digest(a.path)) for a in recipe.adapters])
+    bases = (CORE_BASES,) if cand.space == "core" else ()  # full-space merges keep their cache entries
+    key = cache_key("quality-merge", MERGE_VERSION, *bases, recipe.method, recipe.space, recipe.parameters,
+                    recipe.output, [(a.weight, adapter_digest(a.path)) for a in recipe.adapters])
 
     def build(tmp: Path) -> None:
         start = time.perf_counter()

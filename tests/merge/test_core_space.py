@@ -42,6 +42,28 @@ def test_core_ties_is_mergekit_ties_on_the_cores_mapped_back():
     assert_close(fac.B @ fac.A, space.u_b @ merged @ space.v_a.T, atol=1e-4, rtol=1e-4)
 
 
+def test_core_ties_uses_the_papers_reference_bases():
+    """Core-space TIES is basis-dependent (trimming and sign election act on core entries). The paper's code
+    (apanariello4/core-space-merging, `get_core_matrices`) takes U_B_ref, V_A_ref from float64 SVDs of the stacks and
+    M_t = U_B_refᵀ B_t A_t V_A_ref. Written here from that description, with mergekit's TIES on those cores: the merged
+    ΔW equals tiesmerge's core-space TIES (any SVD sign choice gives the same TIES result)."""
+    from tiesmerge.merge.registry import get
+    from tiesmerge.merge.types import Method, MethodParams
+
+    bs, as_ = _factors(7, shapes=((60, 45),) * 3, ranks=(5, 5, 5))
+    u_ref = torch.linalg.svd(torch.cat(bs, 1).double(), full_matrices=False)[0]
+    vh_ref = torch.linalg.svd(torch.cat(as_, 0).double(), full_matrices=False)[2]
+    cores = [(u_ref.T @ (b.double() @ a.double()) @ vh_ref.T).float() for b, a in zip(bs, as_)]
+    merged = merge_tensors([torch.zeros_like(cores[0]), *cores], "ties", base_index=0,
+                           parameters={"density": 0.3, "weight": [1.0, 1.0, 1.0], "lambda": 1.0, "normalize": True})
+    want = (u_ref.float() @ merged @ vh_ref.float())
+
+    space = core_space(bs, as_)
+    out = get(Method.ties).dense(space.cores, MethodParams(weights=(1.0, 1.0, 1.0), densities=(0.3, 0.3, 0.3), normalize=True))
+    fac = from_core(space, out.delta, RankRequest(mode="full"))
+    assert_close(fac.B @ fac.A, want, atol=1e-4, rtol=1e-4)
+
+
 def test_rank_truncation_through_the_small_core():
     bs, as_ = _factors(2)
     space = core_space(bs, as_)
