@@ -37,8 +37,14 @@ def test_demo_runs_caches_and_rebuilds_only_what_changed(tiny_base, tmp_path):
     assert cfg.mode == "cloze"
     first = run_demo(cfg, tmp_path / "out1", force=False, progress=_silent, log=logs.append, cache_root=tmp_path / "c")
     names = [t.name for t in first.result.targets]
-    assert names == ["base", "math", "humanities", "ties", "task_arithmetic", "peft_ties_svd", "peft_ties_svd_fixed"]
+    assert names == ["base", "math", "humanities", "ties", "task_arithmetic", "iso_c", "peft_ties_svd",
+                     "peft_ties_svd_fixed"]
     assert not any(first.cached.values()) and sum("trained" in m for m in logs) == 2
+    # the subspace row: Iso-C in core space at the exact rank Σ r with unit weights
+    iso = json.loads(open(first.paths["merge iso_c"] + "/merge_report.json").read())
+    assert iso["recipe"]["space"] == "core" and iso["recipe"]["method"] == "iso_c"
+    assert iso["recipe"]["output"]["rank"] == 2 * cfg.train.rank
+    assert {a["weight"] for a in iso["recipe"]["adapters"]} == {1.0}
 
     # the cached, fused-weight evaluation of a merge equals scoring the saved adapter through PEFT's loader
     questions = [q for d in cfg.domains for q in build(20, 0, domains=cfg.domains)["test"][d][:4]]

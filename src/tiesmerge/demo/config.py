@@ -37,7 +37,11 @@ class DemoConfig(BaseModel):
                                                        description="per-domain changes to `train`")
     density: float = Field(0.2, gt=0, le=1, description="TIES / PEFT ties_svd density (share of ΔW kept)")
     lam: float = Field(1.0, alias="lambda", description="TIES λ")
-    rank: int = Field(16, ge=1, description="output rank of every merge")
+    rank: int = Field(16, ge=1, description="output rank of the TIES / task arithmetic / PEFT merges")
+    subspace_method: Literal["iso_c", "iso_cts", "tsv"] = Field(
+        "iso_c", description="the knowledge benchmark's best method (docs/quality.md), merged in core space at the "
+        "exact rank Σ r with unit weights: one more row of the table")
+    subspace_lambda: float = Field(1.0, gt=0, description="its λ (1.0: the benchmark's choice at rank Σ r)")
     mode: Literal["cloze", "letters"] = Field(
         "cloze", description="cloze: specialists learn to write the answer and are scored by each choice's "
         "likelihood (what a 135M model can learn in minutes); letters: options shown, the answer letter is "

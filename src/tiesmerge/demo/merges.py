@@ -21,7 +21,15 @@ MERGE_VERSION = 1
 
 
 def _recipe(config: DemoConfig, adapters: Mapping[str, Path], method: str) -> Recipe:
-    """Weights 1/n; of the demo's settings (density, λ, the paper's sign rule), those the method reads."""
+    """Weights 1/n; of the demo's settings (density, λ, the paper's sign rule), those the method reads. The subspace
+    method: core space, weights 1, its own λ, at the exact rank Σ r (as the knowledge benchmark chose it)."""
+    if method == config.subspace_method:
+        ranks = sum(config.train_for(d).rank for d in adapters)
+        return Recipe.model_validate({
+            "method": method, "space": "core", "parameters": {"lambda": config.subspace_lambda},
+            "adapters": [{"name": n, "path": str(p), "weight": 1.0} for n, p in adapters.items()],
+            "output": {"rank": ranks},
+        })
     weight = 1.0 / len(adapters)
     settings = {Param.density: config.density, Param.lam: config.lam, Param.sign: "sum"}
     reads = get_method(Method(method)).parameters
@@ -44,7 +52,7 @@ def tiesmerge_merge(config: DemoConfig, adapters: Mapping[str, Path], digests: M
     recipe = _recipe(config, adapters, method)
     # keyed by what the merge reads (a task-arithmetic merge does not depend on the density)
     key = cache_key("merge", MERGE_VERSION, method, recipe.parameters, recipe.output,
-                    [(a.weight, digests[a.name]) for a in recipe.adapters])
+                    [(a.weight, digests[a.name]) for a in recipe.adapters], *(("core",) if recipe.space.value == "core" else ()))
 
     def build(tmp: Path) -> None:
         job = prepare(recipe)

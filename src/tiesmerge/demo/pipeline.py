@@ -51,7 +51,7 @@ def run_demo(config: DemoConfig, out: Path, *, force: bool, progress: ProgressFa
     t0 = time.perf_counter()
     merged: dict[str, Path] = {}
     digests = {d: adapter_digest(p) for d, p in specs.items()}  # once: every merge's key uses them
-    for method in ("ties", "task_arithmetic"):
+    for method in ("ties", "task_arithmetic", config.subspace_method):
         merged[method], hit = tiesmerge_merge(config, specs, digests, method, progress, cache_root)
         if hit:
             log(f"reused {method} merge: {merged[method]}")
