@@ -1,14 +1,16 @@
-"""`make bench-quality`: can the merge methods be told apart? The knowledge suite (see quality_facts.py).
+"""`make bench-quality`: can the merge methods be told apart? Two suites on the embedded SmolLM2-135M.
 
-T specialists, each trained on its own fictional facts on the embedded SmolLM2-135M, are merged by every method;
+knowledge: T specialists, each trained on its own fictional facts (quality_facts.py), merged by every method;
 each method's settings are chosen on the validation phrasings only, then it is scored on the test phrasings at
-output rank r (the inputs' rank) and at the exact rank T·r. Reported per domain: accuracy, gain retention
+output rank r (the inputs' rank) and at the exact rank T·r. domain: the demo's four specialists (math, code, stem,
+humanities; trained on the built-in train splits), scored on 500 strictly held-out test questions per domain
+(no fact shared with train or validation), settings chosen on the built-in validation split. Reported per domain: accuracy, gain retention
 (merged − base) / (specialist − base) and normalized accuracy; per method: mean and worst-domain gain retention and
 the paired 95 % interval of its accuracy difference to TIES and to task arithmetic on the same questions.
 Everything (specialists, merges, predictions) is cached under $TIESMERGE_CACHE: a re-run prints the tables in
 seconds.
 
-    python benchmarks/bench_quality.py [--domains 8] [--out build/bench/quality] [--docs docs]
+    python benchmarks/bench_quality.py [--suite knowledge|domain|both] [--out build/bench/quality] [--docs docs]
 """
 
 from __future__ import annotations
@@ -66,6 +68,19 @@ CANDIDATES = (
               choose_per_rank=False),  # ~4 min per merge here
     Candidate("KnOTS-TIES (core)", "knots_ties", "core", "mean", {}, {"density": [0.2, 0.5, 1.0]}),
     Candidate("KnOTS-DARE (core)", "knots_dare", "core", "mean", {}, {"density": [0.3, 0.6]}),
+)
+
+
+# the domain suite: smaller grids (the test split is 10× the knowledge suite's) and no full-space KnOTS (~4 min a merge)
+DOMAIN_CANDIDATES = (
+    Candidate("TIES (full)", "ties", "full", "mean", {}, {"density": [0.2, 0.5, 1.0]}),
+    Candidate("TIES (core)", "ties", "core", "mean", {}, {"density": [0.2, 1.0]}),
+    Candidate("task arithmetic", "task_arithmetic", "full", "mean", {}, {"lambda": [1.0, 2.0, 4.0]}),
+    Candidate("DARE-TIES", "dare_ties", "full", "mean", {"normalize": True}, {"density": [0.3, 0.6]}),
+    Candidate("TSV-M", "tsv", "core", "one", {}, {"lambda": [0.5, 1.0]}),
+    Candidate("Iso-C", "iso_c", "core", "one", {}, {"lambda": [0.5, 1.0, 2.0]}),
+    Candidate("Iso-CTS", "iso_cts", "core", "one", {}, {"lambda": [0.5, 1.0, 2.0]}),
+    Candidate("KnOTS-TIES (core)", "knots_ties", "core", "mean", {}, {"density": [0.2, 0.5, 1.0]}),
 )
 
 
@@ -155,30 +170,63 @@ def paired(a: list[int], b: list[int]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--domains", type=int, default=8)
-    ap.add_argument("--out", type=Path, default=Path("build/bench/quality"))
-    ap.add_argument("--docs", type=Path, default=None, help="also write quality.md and quality.png here")
-    ap.add_argument("--smoke", action="store_true", help="a minutes-long check of the pipeline (5 training "
-                    "steps, the first grid point of each method): numbers meaningless")
-    args = ap.parse_args()
-    quiet_libraries()
-    global TRAIN, CANDIDATES
-    if args.smoke:
-        from dataclasses import replace
+@dataclass(frozen=True)
+class Suite:
+    name: str  # knowledge | domain: names the report files
+    title: str
+    about: str  # the report's opening paragraph (what was trained, what is tested)
+    data: dict  # {split: {domain: [Question]}}
+    specs: dict  # domain → specialist adapter
+    rank: int  # the specialists' rank r
+    candidates: tuple
+    eval_dtype: str = "float32"
 
-        TRAIN = replace(TRAIN, steps=5, warmup_steps=1)
-        CANDIDATES = tuple(replace(c, grid={k: v[:1] for k, v in c.grid.items()}) for c in CANDIDATES)
+
+def knowledge_suite(n_domains: int) -> Suite:
+    data = suite(n_domains)
+    specs = train_specialists(data, list(data["test"]))
+    n, nv = len(next(iter(data["test"].values()))), len(next(iter(data["validation"].values())))
+    about = (f"{len(specs)} specialists (RSLoRA r={TRAIN.rank}, {TRAIN.steps} steps, lr {TRAIN.lr}) on the embedded "
+             "SmolLM2-135M, each trained on its own fictional facts (24 people, one relation, four possible answers); "
+             f"test: {n} questions per domain in two held-out phrasings, settings chosen on {nv} validation questions "
+             "per domain in a third. Cloze scoring.")
+    return Suite("knowledge", "the knowledge suite", about, data, specs, TRAIN.rank, CANDIDATES)
+
+
+DOMAIN_TEST = 500  # held-out test questions per domain
+
+
+def domain_suite() -> Suite:
+    from tiesmerge.demo.config import load_demo_config
+    from tiesmerge.demo.specialists import preset_specialists
+    from tiesmerge.eval.builtin.build import build, held_out_test
+
+    demo = load_demo_config(None)
+    data = build(demo.n_per_domain, demo.data_seed, domains=demo.domains)
+    data["test"] = held_out_test(data, DOMAIN_TEST, demo.data_seed)
+    short = {d: len(q) for d, q in data["test"].items() if len(q) < DOMAIN_TEST}
+    if short:
+        log(f"held-out test shorter than {DOMAIN_TEST} for {short}")
+    specs = preset_specialists(BASE, no_progress, log)
+    t = demo.train_for(demo.domains[0])
+    steps = "/".join(str(demo.train_for(d).steps) for d in demo.domains)
+    about = (f"The demo's {len(specs)} specialists (RSLoRA r={t.rank}, {steps} steps; `make demo`) on the embedded "
+             f"SmolLM2-135M, each trained on its domain's built-in train split (n = {demo.n_per_domain} per domain, "
+             f"seed {demo.data_seed}); test: {DOMAIN_TEST} questions per domain strictly held out (no question shares "
+             "its text and answer with train or validation: `tiesmerge data build --test-per-domain 500`), settings "
+             f"chosen on the {len(data['validation'][demo.domains[0]])} validation questions per domain. Cloze "
+             "scoring, the base in bfloat16 (every row alike).")
+    return Suite("domain", "the domain suite", about, data, specs, t.rank, DOMAIN_CANDIDATES, eval_dtype="bfloat16")
+
+
+def run_suite(sx: Suite, out: Path, docs: Path | None) -> dict:
     start = time.perf_counter()
-    data = suite(args.domains)
-    domains = list(data["test"])
-    val_qs = [q for d in domains for q in data["validation"][d]]
-    test_qs = [q for d in domains for q in data["test"][d]]
-    specs = train_specialists(data, domains)
-    log(f"specialists ready ({time.perf_counter() - start:.0f} s)")
-    val = EvalSession(BASE, val_qs, mode="cloze", batch_size=16, progress=no_progress, log=log)
-    test = EvalSession(BASE, test_qs, mode="cloze", batch_size=16, progress=no_progress, log=log)
+    domains, specs = list(sx.data["test"]), sx.specs
+    val_qs = [q for d in domains for q in sx.data["validation"][d]]
+    test_qs = [q for d in domains for q in sx.data["test"][d]]
+    log(f"{sx.name}: specialists ready")
+    kw = dict(mode="cloze", batch_size=16, progress=no_progress, log=log, dtype=sx.eval_dtype)
+    val, test = EvalSession(BASE, val_qs, **kw), EvalSession(BASE, test_qs, **kw)
 
     base_flags = correct(test, "base", None)
     base_acc = by_domain(base_flags, test_qs)
@@ -188,9 +236,9 @@ def main() -> int:
         d: by_domain(correct(val, f"spec-{d}", p), val_qs)[d] for d, p in specs.items()}
     log(f"base and specialists scored ({time.perf_counter() - start:.0f} s)")
 
-    r, exact = TRAIN.rank, TRAIN.rank * len(domains)
+    r, exact = sx.rank, sx.rank * len(domains)
     results, flags = [], {}
-    for cand in CANDIDATES:
+    for cand in sx.candidates:
         chosen = None
         for rank in (r, exact):
             if chosen is None or cand.choose_per_rank:  # settings chosen on validation, at this output rank
@@ -212,20 +260,49 @@ def main() -> int:
         rank = row["rank"]
         row["vs_ties"] = paired(flags[(row["label"], rank)], flags[("TIES (full)", rank)])
         row["vs_ta"] = paired(flags[(row["label"], rank)], flags[("task arithmetic", rank)])
-    report = {"domains": domains, "n_test_per_domain": len(test_qs) // len(domains),
-              "n_validation_per_domain": len(val_qs) // len(domains), "base": base_acc, "matrix": matrix,
-              "train": TRAIN.__dict__, "results": results, "seconds": round(time.perf_counter() - start)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "quality.json").write_text(json.dumps(report, indent=2, default=str))
-    from quality_report import markdown, plot
+    report = {"suite": sx.name, "title": sx.title, "about": sx.about, "domains": domains,
+              "n_test_per_domain": len(test_qs) // len(domains), "n_validation_per_domain": len(val_qs) // len(domains),
+              "base": base_acc, "matrix": matrix, "rank": r,
+              "slow_choices": [c.label for c in sx.candidates if not c.choose_per_rank],
+              "results": results, "seconds": round(time.perf_counter() - start)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"quality-{sx.name}.json").write_text(json.dumps(report, indent=2, default=str))
+    if docs is not None:
+        from quality_report import plot
 
-    text = markdown(report)
+        plot(report, docs / f"quality-{sx.name}.png")
+    log(f"{sx.name} suite done in {time.perf_counter() - start:.0f} s")
+    return report
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--suite", choices=["knowledge", "domain", "both"], default="both")
+    ap.add_argument("--domains", type=int, default=8, help="knowledge suite: number of specialists")
+    ap.add_argument("--out", type=Path, default=Path("build/bench/quality"))
+    ap.add_argument("--docs", type=Path, default=None, help="also write quality.md and the plots here")
+    ap.add_argument("--smoke", action="store_true", help="a minutes-long check of the pipeline (5 training "
+                    "steps, the first grid point of each method): numbers meaningless")
+    args = ap.parse_args()
+    quiet_libraries()
+    global TRAIN, CANDIDATES, DOMAIN_CANDIDATES
+    if args.smoke:
+        from dataclasses import replace
+
+        TRAIN = replace(TRAIN, steps=5, warmup_steps=1)
+        CANDIDATES, DOMAIN_CANDIDATES = (tuple(replace(c, grid={k: v[:1] for k, v in c.grid.items()}) for c in cs)
+                                         for cs in (CANDIDATES, DOMAIN_CANDIDATES))
+    names = ("knowledge", "domain") if args.suite == "both" else (args.suite,)
+    reports = [run_suite(knowledge_suite(args.domains) if n == "knowledge" else domain_suite(), args.out, args.docs)
+               for n in names]
+    from quality_report import markdown
+
+    text = "\n".join(markdown(r) for r in reports)
     print(text)
-    if args.docs is not None:
+    if args.docs is not None and args.suite == "both":
         reading = Path(__file__).with_name("quality_reading.md")  # the dated interpretation, kept by hand
-        (args.docs / "quality.md").write_text(text + ("\n" + reading.read_text() if reading.is_file() else ""))
-        plot(report, args.docs / "quality.png")
-    log(f"done in {time.perf_counter() - start:.0f} s")
+        (args.docs / "quality.md").write_text("# Merge quality\n\n" + text
+                                              + ("\n" + reading.read_text() if reading.is_file() else ""))
     return 0
 
 

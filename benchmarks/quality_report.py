@@ -19,16 +19,12 @@ def markdown(report: dict) -> str:
     domains = report["domains"]
     n = report["n_test_per_domain"]
     lines = [
-        "# Merge quality: the knowledge suite",
+        f"## {report['title'][0].upper() + report['title'][1:]}",
         "",
-        f"{len(domains)} specialists (RSLoRA r={report['train']['rank']}, {report['train']['steps']} steps, "
-        f"lr {report['train']['lr']}) on the embedded SmolLM2-135M, each trained on its own fictional facts "
-        f"(24 people, one relation, four possible answers); test: {n} questions per domain in two held-out "
-        f"phrasings, settings chosen on {report['n_validation_per_domain']} validation questions per domain in a "
-        "third. Cloze scoring. `python benchmarks/bench_quality.py` (cached; first run "
+        f"{report['about']} `python benchmarks/bench_quality.py --suite {report['suite']}` (cached; first run "
         f"{report['seconds'] // 60} min here).",
         "",
-        "## Specialist × domain accuracy, % (diagonal: own domain)",
+        "### Specialist × domain accuracy, % (diagonal: own domain)",
         "",
         "| model | " + " | ".join(domains) + " |",
         "|---|" + "---|" * len(domains),
@@ -39,8 +35,9 @@ def markdown(report: dict) -> str:
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "## Merges (test split; settings chosen on validation at each output rank — KnOTS-TIES (full), ~4 min per "
-        "merge here, reuses its rank-r choice)",
+        "### Merges (test split; settings chosen on validation at each output rank"
+        + (f" — {', '.join(report['slow_choices'])} reuse the rank-r choice (slow to merge)" if report["slow_choices"]
+           else "") + ")",
         "",
         "Gain retention = (merged − base) / (specialist − base) per domain; paired 95 % intervals of the accuracy "
         f"difference on the same {n * len(domains)} test questions, ** where the interval excludes zero.",
@@ -57,12 +54,12 @@ def markdown(report: dict) -> str:
             f"| {r['label']} | {r['rank']} | {chosen} | {pct(r['mean_accuracy'])} | {pct(r['retention_mean'])} | "
             f"{pct(worst[1]) + ' (' + worst[0] + ')' if worst else '—'} | {pct(r['normalized_mean'])} | "
             f"{interval(r['vs_ties'])} | {interval(r['vs_ta'])} |")
-    lines += ["", "## Gain retention per domain, % (rank r)", "",
+    lines += ["", "### Gain retention per domain, % (rank r)", "",
               "| method | " + " | ".join(domains) + " |", "|---|" + "---|" * len(domains)]
     for r in rows:
-        if r["rank"] == report["train"]["rank"]:
+        if r["rank"] == report["rank"]:
             lines.append(f"| {r['label']} | " + " | ".join(pct(r["gain_retention"][d]) for d in domains) + " |")
-    lines += ["", "![mean and worst-domain gain retention per method](quality.png)", ""]
+    lines += ["", f"![mean and worst-domain gain retention per method](quality-{report['suite']}.png)", ""]
     return "\n".join(lines)
 
 
@@ -86,6 +83,7 @@ def plot(report: dict, path: Path) -> None:
         ax.set_title(f"output rank {rank}")
     (axes[0] if len(ranks) > 1 else axes).set_ylabel("gain retention, %")
     (axes[0] if len(ranks) > 1 else axes).legend()
-    fig.suptitle(f"Knowledge suite: {len(report['domains'])} specialists merged (settings chosen on validation)")
+    fig.suptitle(f"{report['title'][0].upper() + report['title'][1:]}: {len(report['domains'])} specialists merged "
+                 "(settings chosen on validation)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

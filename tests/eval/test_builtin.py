@@ -174,3 +174,39 @@ def test_sandbox_refuses_network_and_writes_and_times_out():
     assert not res[2]["ok"] and "writing files" in res[2]["error"]
     assert not res[3]["ok"] and "TimeoutError" in res[3]["error"]
     assert not res[4]["ok"] and "sandbox" in res[4]["error"]
+
+
+def test_held_out_test_shares_no_fact_with_training_and_grows_to_size(sets):
+    """The held-out split: as many questions as asked, none with a (question, answer) in train or validation,
+    no duplicates, letters balanced, and the built test's held-out questions kept first."""
+    from tiesmerge.eval.builtin.build import fact, held_out_test
+
+    n = 80  # > the built test (48 per domain at N = 240)
+    out = held_out_test(sets, n, seed=7)
+    for domain, qs in out.items():
+        seen = {(q.question, q.choices[LETTERS.index(q.answer)])
+                for split in ("train", "validation") for q in sets[split][domain]}
+        assert len(qs) == n
+        assert not [q for q in qs if fact(q) in seen]
+        assert len({item_key(_as_item(q)) for q in qs}) == n
+        counts = collections.Counter(q.answer for q in qs)
+        assert max(counts.values()) - min(counts.values()) <= 1
+        kept = [q for q in sets["test"][domain] if fact(q) not in seen]
+        assert qs[: len(kept)] == kept
+
+
+def _as_item(q):
+    gold = q.choices[LETTERS.index(q.answer)]
+    return Item(q.question, gold, tuple(c for c in q.choices if c != gold))
+
+
+def test_data_build_writes_the_held_out_test(tmp_path):
+    from typer.testing import CliRunner
+
+    from tiesmerge.cli.app import app
+
+    res = CliRunner().invoke(app, ["data", "build", "--out", str(tmp_path / "d"), "--n-per-domain", "100",
+                                   "--test-per-domain", "40"])
+    assert res.exit_code == 0, res.output
+    assert "test: math 40, code 40, stem 40, humanities 40" in res.output
+    assert sum(1 for _ in open(tmp_path / "d" / "test" / "math.jsonl")) == 40

@@ -23,14 +23,21 @@ def build_cmd(
     n_per_domain: int = typer.Option(1000, "--n-per-domain", min=20, help="questions per domain, split 70/10/20 "
                                      "into train / validation / test"),
     seed: int = typer.Option(0, "--seed", help="generation seed"),
+    test_per_domain: Optional[int] = typer.Option(
+        None, "--test-per-domain", min=1, help="a strictly held-out test split of N per domain instead of the 20 %: "
+        "no test question shares a fact (question + correct answer) with train or validation, which stay as "
+        "built — so adapters trained on a build with the same --n-per-domain and --seed have seen none of them"),
     force: bool = typer.Option(False, "--force", help="replace a non-empty directory"),
 ) -> None:
     """Generate the question sets deterministically; every answer is computed, run or looked up by an oracle."""
     require(Extra.eval, "tiesmerge data build")
-    from tiesmerge.eval.builtin.build import build, write
+    from tiesmerge.eval.builtin.build import build, held_out_test, write
 
+    sets = build(n_per_domain, seed)
+    if test_per_domain is not None:
+        sets["test"] = held_out_test(sets, test_per_domain, seed)
     with atomic_output_dir(out, force) as tmp:
-        manifest = write(build(n_per_domain, seed), tmp, seed=seed, n_per_domain=n_per_domain)
+        manifest = write(sets, tmp, seed=seed, n_per_domain=n_per_domain)
     console = Console(soft_wrap=True)
     for split, counts in manifest["splits"].items():
         console.print(f"{split}: " + ", ".join(f"{d} {n}" for d, n in counts.items()), markup=False)

@@ -50,9 +50,11 @@ def train_specialists(config: DemoConfig, train_sets: Mapping[str, Sequence[Ques
 
 
 def preset_specialists(base: str, progress: ProgressFactory, log: Callable[[str], None]) -> dict[str, Path]:
-    """The demo's specialists on `base` (trained once, then cached): what the `demo` sweep preset merges."""
+    """The demo's specialists on `base` (trained once, then cached): what the `demo` sweep preset merges — the
+    shipped demo.yaml's settings (per-domain step overrides included), so they are `make demo`'s specialists."""
+    from tiesmerge.demo.config import load_demo_config
     from tiesmerge.eval.builtin.build import build
 
-    demo = DemoConfig(base=base)
+    demo = load_demo_config(None).model_copy(update={"base": base})
     sets = build(demo.n_per_domain, demo.data_seed, domains=demo.domains)
     return train_specialists(demo, {d: sets["train"][d] for d in demo.domains}, progress, log)

@@ -105,6 +105,53 @@ def build(n_per_domain: int = 1000, seed: int = 0, domains: tuple[str, ...] = tu
     return out
 
 
+def fact(q: Question) -> tuple[str, str]:
+    """What a question asks and its answer: two questions with the same fact test the same knowledge."""
+    return q.question, q.choices[LETTERS.index(q.answer)]
+
+
+def held_out_test(sets: dict[str, dict[str, list[Question]]], n_test: int, seed: int = 0) -> dict[str, list[Question]]:
+    """Each domain's test split, strictly held out and grown to n_test questions (when the generators allow):
+    no question shares a fact (question text + correct answer) with that domain's train or validation split —
+    the built test split keeps only such questions (the splits are disjoint by item, and a fact can recur with
+    other distractors: e.g. 57 of humanities' 200 at n = 1000), then new items from a differently seeded draw.
+    A model trained on `sets["train"]` has seen none of them; a domain whose fact space is exhausted comes back
+    shorter (the caller reports the counts)."""
+    out = {}
+    for domain, built in sets["test"].items():
+        seen = {fact(q) for split in ("train", "validation") for q in sets[split][domain]}
+        test = [q for q in built if fact(q) not in seen][:n_test]
+        taken = {(q.question, frozenset(q.choices)) for q in test}
+        extra: list[Item] = []
+        want = n_test - len(test)
+        draw = max(4 * want, 200)
+        for attempt in range(4):  # a larger draw each time: pools run out, generators repeat
+            if len(extra) >= want:
+                break
+            for it in domain_items(domain, draw, f"{seed}-held-out-{attempt}"):
+                key = item_key(it)
+                if (it.question, it.answer) not in seen and key not in taken and len(extra) < want:
+                    taken.add(key)
+                    extra.append(it)
+            draw *= 2
+        rng = random.Random(f"tiesmerge-held-out-letters-{seed}-{domain}")
+        letters = _balancing_letters([q.answer for q in test], len(extra))
+        rng.shuffle(letters)
+        out[domain] = list(test) + [_letter(it, letter, rng, domain) for it, letter in zip(extra, letters)]
+    return out
+
+
+def _balancing_letters(existing: list[str], n: int) -> list[str]:
+    """n answer letters that bring the counts of `existing` as close to even as they can."""
+    counts = {letter: existing.count(letter) for letter in LETTERS}
+    out = []
+    for _ in range(n):
+        letter = min(LETTERS, key=lambda x: counts[x])
+        counts[letter] += 1
+        out.append(letter)
+    return out
+
+
 def package_versions() -> dict[str, str]:
     versions = {}
     for name in DATA_PACKAGES:
