@@ -88,7 +88,11 @@ class InputDigests:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def get(self, i: int) -> str:
-        return self._futures[i].result()
+        try:
+            return self._futures[i].result()
+        except OSError as exc:
+            reader = self._readers[i]
+            raise BadInputError(f"adapter {reader.name!r}: cannot read {reader.weights_path} to hash it ({exc})") from None
 
 
 def check_output_path(job: MergeJob, out_dir: Path) -> None:
