@@ -62,8 +62,8 @@ CANDIDATES = (
     Candidate("task arithmetic", "task_arithmetic", "full", "mean", {}, {"lambda": [1.0, 2.0, 4.0, 8.0]}),
     Candidate("DARE-TIES", "dare_ties", "full", "mean", {"normalize": True}, {"density": [0.3, 0.6]}),
     Candidate("TSV-M", "tsv", "core", "one", {}, {"lambda": [0.25, 0.5, 1.0, 1.5]}),
-    Candidate("Iso-C", "iso_c", "core", "one", {}, {"lambda": [0.5, 1.0, 1.5, 2.0, 3.0]}),
-    Candidate("Iso-CTS", "iso_cts", "core", "one", {}, {"lambda": [0.5, 1.0, 1.5, 2.0, 3.0]}),
+    Candidate("Iso-C", "iso_c", "core", "one", {}, {"lambda": [0.5, 1.0, 1.5, 2.0, 3.0, 4.5, 6.0]}),
+    Candidate("Iso-CTS", "iso_cts", "core", "one", {}, {"lambda": [0.5, 1.0, 1.5, 2.0, 3.0, 4.5, 6.0]}),
     Candidate("KnOTS-TIES (full)", "knots_ties", "full", "mean", {}, {"density": [0.2, 0.5, 1.0]},
               choose_per_rank=False),  # ~4 min per merge here
     Candidate("KnOTS-TIES (core)", "knots_ties", "core", "mean", {}, {"density": [0.2, 0.5, 1.0]}),

@@ -21,8 +21,8 @@ def markdown(report: dict) -> str:
     lines = [
         f"## {report['title'][0].upper() + report['title'][1:]}",
         "",
-        f"{report['about']} `python benchmarks/bench_quality.py --suite {report['suite']}` (cached; first run "
-        f"{report['seconds'] // 60} min here).",
+        f"{report['about']} `python benchmarks/bench_quality.py --suite {report['suite']}` (cached; this run "
+        f"{report['seconds'] / 60:.1f} min).",
         "",
         "### Specialist × domain accuracy, % (diagonal: own domain)",
         "",
@@ -36,8 +36,8 @@ def markdown(report: dict) -> str:
     lines += [
         "",
         "### Merges (test split; settings chosen on validation at each output rank"
-        + (f" — {', '.join(report['slow_choices'])} reuse the rank-r choice (slow to merge)" if report["slow_choices"]
-           else "") + ")",
+        + (f"; {', '.join(report['slow_choices'])}: the rank-r choice, reused (slow to merge)"
+           if report["slow_choices"] else "") + ")",
         "",
         "Gain retention = (merged − base) / (specialist − base) per domain; paired 95 % intervals of the accuracy "
         f"difference on the same {n * len(domains)} test questions, ** where the interval excludes zero.",
