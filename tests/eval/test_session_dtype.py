@@ -30,3 +30,27 @@ def test_bfloat16_session_scores_in_bfloat16_with_its_own_cache(tiny_base, adapt
     for a, b in zip(p32, p16):
         torch.testing.assert_close(torch.tensor(b.logprobs), torch.tensor(a.logprobs), atol=0.15, rtol=0.05)
     assert s16.predictions(target)[1]  # cached now
+
+
+def test_unfrozen_flags_every_float_parameter_while_scoring_and_restores(tiny_base, adapter_set, tmp_path):
+    """The scoring speed-up (torch's CPU bf16 linear is ~2× slower on frozen weights) leaves PEFT's freezing as
+    it was and does not change a score."""
+    from tiesmerge.eval.models import unfrozen
+
+    s = EvalSession(str(tiny_base), QS, mode="cloze", batch_size=2, root=tmp_path, log=lambda m: None,
+                    dtype="bfloat16")
+    target = Target("rs8", "merged", str(adapter_set["rs8"]))
+    first, _ = s.predictions(target)
+    before = {n: p.requires_grad for n, p in s._peft.named_parameters()}
+    assert not all(before.values())  # PEFT froze (at least) the wrapped base layers
+    with unfrozen(s._peft) as m:
+        assert all(p.requires_grad for p in m.parameters() if p.is_floating_point())
+    assert {n: p.requires_grad for n, p in s._peft.named_parameters()} == before
+    from tiesmerge.eval.cloze import score_cloze
+    from tiesmerge.eval.models import fused
+
+    with fused(s._peft, s._loaded) as m:  # the same adapter, scored without the flags: identical log-probs
+        plain = score_cloze(m, s._tokenizer, QS, batch_size=2)
+    for a, b in zip(first, plain):
+        assert a.predicted == b.predicted
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-6, rtol=0)

@@ -114,17 +114,35 @@ def attach_adapters(model, adapters: Mapping[str, Path]):
 
 
 @contextlib.contextmanager
+def unfrozen(model) -> Iterator[object]:
+    """Every floating-point parameter flagged requires_grad while scoring, restored after. The scorers run under
+    no_grad, so nothing is recorded; but torch's CPU bfloat16 linear runs ~2× slower on weights flagged frozen
+    (measured here, SmolLM2 in bf16, 32 questions: 1.6–2.1 s with the flag, 3.6–4.1 s without), and PEFT freezes the
+    base when it attaches an adapter."""
+    frozen = [p for p in model.parameters() if p.is_floating_point() and not p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(True)
+    try:
+        yield model
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
+
+
+@contextlib.contextmanager
 def using(peft_model, base_model, name: str | None) -> Iterator[object]:
     """The model to run with adapter `name` active, or the bare base (adapters disabled) for None."""
     if peft_model is None:
-        yield base_model
+        with unfrozen(base_model):
+            yield base_model
         return
     if name is None:
-        with peft_model.disable_adapter():
+        with peft_model.disable_adapter(), unfrozen(peft_model):
             yield peft_model
     else:
         peft_model.set_adapter(name)
-        yield peft_model
+        with unfrozen(peft_model):
+            yield peft_model
 
 
 @contextlib.contextmanager

@@ -69,7 +69,7 @@ class EvalSession:
         return preds, False
 
     def _score(self, target: Target) -> list[Prediction]:
-        from tiesmerge.eval.models import fused, load_base
+        from tiesmerge.eval.models import fused, load_base, unfrozen
         from tiesmerge.eval.run import SCORERS
 
         if self._model is None:
@@ -86,10 +86,10 @@ class EvalSession:
             if target.path is None:
                 if self._peft is None:
                     return score(self._model, self._tokenizer, self.questions, **kw)
-                with self._peft.disable_adapter():
+                with self._peft.disable_adapter(), unfrozen(self._peft):
                     return score(self._peft, self._tokenizer, self.questions, **kw)
             name = self._switch(target)
-            with fused(self._peft, name) as m:
+            with fused(self._peft, name) as m, unfrozen(m):
                 return score(m, self._tokenizer, self.questions, **kw)
 
     def _switch(self, target: Target) -> str:
