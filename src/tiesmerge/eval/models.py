@@ -132,17 +132,12 @@ def unfrozen(model) -> Iterator[object]:
 @contextlib.contextmanager
 def using(peft_model, base_model, name: str | None) -> Iterator[object]:
     """The model to run with adapter `name` active, or the bare base (adapters disabled) for None."""
-    if peft_model is None:
-        with unfrozen(base_model):
-            yield base_model
-        return
-    if name is None:
-        with peft_model.disable_adapter(), unfrozen(peft_model):
-            yield peft_model
-    else:
+    model = base_model if peft_model is None else peft_model
+    adapters = peft_model.disable_adapter() if peft_model is not None and name is None else contextlib.nullcontext()
+    if peft_model is not None and name is not None:
         peft_model.set_adapter(name)
-        with unfrozen(peft_model):
-            yield peft_model
+    with adapters, unfrozen(model):
+        yield model
 
 
 @contextlib.contextmanager
