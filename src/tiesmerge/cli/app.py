@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from tiesmerge import __version__
-from tiesmerge.cli import adapters, data, demo, deploy, examples, inspect, merge, methods, sweep
+from tiesmerge.cli import adapters, calibrate, data, demo, deploy, examples, inspect, merge, methods, sweep
 from tiesmerge.cli import eval as eval_cli
 from tiesmerge.cli import export as export_cli
 from tiesmerge.cli.common import handle_signals
@@ -39,6 +39,8 @@ app.command("merge")(merge.merge)
 app.command("validate")(merge.validate)
 app.command("inspect")(inspect.inspect)
 app.command("methods")(methods.methods)
+app.command("calibrate")(calibrate.calibrate)
+app.command("refine")(calibrate.refine)
 app.command("eval")(eval_cli.eval_cmd)
 app.command("demo")(demo.demo)
 app.command("export")(export_cli.export)

@@ -196,6 +196,10 @@ def merge(
                                          "(to OUT.gguf) or model (to OUT-model/); gguf and model need --export-base"),
     export_base: Optional[Path] = typer.Option(None, "--export-base", help="the base model's local folder, for "
                                                "--export gguf / model"),
+    calibration: List[str] = typer.Option([], "--calibration", help="NAME=FILE, calibrated methods (regmean): the "
+                                          "prompts whose statistics `tiesmerge calibrate` cached"),
+    calibration_size: int = typer.Option(256, "--calibration-size", help="as given to `tiesmerge calibrate`"),
+    prompt_format: str = typer.Option("cloze", "--prompt-format", help="as given to `tiesmerge calibrate`"),
 ) -> None:
     """Merge PEFT LoRA / RSLoRA adapters into one adapter (ΔW-space TIES by default).
 
@@ -224,6 +228,14 @@ def merge(
     spec = build_recipe(recipe, adapter, overrides, notes)
     for note in notes:
         typer.echo(f"note: {note}", err=True)
+    if get_method(spec.method).statistics is not None:
+        from tiesmerge.cli.calibrate import with_cached_statistics
+        from tiesmerge.train.calibration import PromptFormat
+
+        spec = with_cached_statistics(spec, calibration, calibration_size,
+                                      PromptFormat.parse(prompt_format, "--prompt-format"))
+    elif calibration:
+        raise BadInputError(f"--calibration applies to calibrated methods (regmean), not {spec.method.value}")
     dev = resolve_device(device)
     export_plan = plan_export(export, export_base, output, force) if export and not dry_run else None
     if output is None and not dry_run:

@@ -15,6 +15,7 @@ from tiesmerge.merge.methods.mergekit_family import module_seed
 from tiesmerge.merge.recipe import Recipe
 from tiesmerge.merge.refactor import RankRequest
 from tiesmerge.merge.registry import MethodSpec, get
+from tiesmerge.merge.statistics import StatisticsFile
 from tiesmerge.merge.types import MethodParams, RankMode, Space
 
 
@@ -27,6 +28,7 @@ class MergeJob:
     rank: RankRequest
     out_dtype: torch.dtype
     warnings: tuple[str, ...] = ()  # one line each: what the user should know before the merge runs
+    statistics: tuple[StatisticsFile, ...] = ()  # calibrated methods: one per adapter, checked at prepare
 
     def params_for(self, module: ModulePlan) -> MethodParams:
         """The method's parameters for one module, over the adapters that hold it."""
@@ -43,6 +45,7 @@ class MergeJob:
             gamma=p.gamma,
             epsilon=p.epsilon,
             common_fraction=p.common_fraction,
+            off_diagonal=p.off_diagonal,
             seed=module_seed(p.seed, module.name),
         )
 
@@ -65,7 +68,30 @@ def prepare(recipe: Recipe) -> MergeJob:
     refuse_no_op(recipe)
     warnings = [w for reader in readers for w in reader.warnings]
     warnings += rank_warnings(recipe, readers, plan, spec, rank)
-    return MergeJob(recipe, readers, plan, spec, rank, out_dtype, tuple(warnings))
+    stats = open_statistics(recipe, readers, plan) if spec.statistics is not None else ()
+    return MergeJob(recipe, readers, plan, spec, rank, out_dtype, tuple(warnings), stats)
+
+
+def open_statistics(recipe: Recipe, readers, plan: SetPlan) -> tuple[StatisticsFile, ...]:
+    """Each adapter's statistics file, checked against the adapter, the base and the modules to merge."""
+    missing = [a.name for a in recipe.adapters if a.statistics is None]
+    if missing:
+        raise BadInputError(f"method {recipe.method.value} needs each adapter's input statistics; none for "
+                            f"{', '.join(map(repr, missing))}: run `tiesmerge calibrate` (it fills in `statistics:`), "
+                            "or give `calibration:` prompts whose statistics are cached")
+    files = []
+    for i, (entry, reader) in enumerate(zip(recipe.adapters, readers)):
+        f = StatisticsFile(entry.statistics, entry.name, reader.path)
+        f.check_modules({m.name: m.d_in for m in plan.modules if i in m.members and not m.embedding})
+        files.append(f)
+    bases = {f.meta.base for f in files}
+    if len(bases) > 1:
+        raise BadInputError(f"the statistics were collected on different bases ({', '.join(sorted(bases))}); "
+                            "run `tiesmerge calibrate` for every adapter on the one base")
+    embeddings = [m.name for m in plan.modules if m.embedding]
+    if embeddings:
+        raise BadInputError(f"method {recipe.method.value} merges linear layers; {embeddings[0]} is an embedding")
+    return tuple(files)
 
 
 def refuse_no_op(recipe: Recipe) -> None:
@@ -81,7 +107,7 @@ def module_cap(plan_module: ModulePlan, readers, spec: MethodSpec, space: Space)
     """The largest rank a module's merged ΔW can have: its size, and Σ r_i where the merge stays in the factors'
     span (core space, linear methods)."""
     cap = min(plan_module.d_out, plan_module.d_in)
-    if space is Space.core or spec.linear:
+    if space is Space.core or spec.linear or spec.statistics is not None:
         cap = min(cap, sum(readers[i].modules[plan_module.name].rank for i in plan_module.members))
     return cap
 

@@ -35,8 +35,21 @@ def linear_concat(job: MergeJob, module: ModulePlan, params: MethodParams, devic
 def in_core_space(job: MergeJob, module: ModulePlan, params: MethodParams, device: torch.device):
     """The method applied to the K × K cores; mapped back at rank ≤ K."""
     space = core_space(*_scaled_factors(job, module, device))
+    if job.spec.statistics is not None:
+        merged = job.spec.statistics.core(space.cores, space.v_a, _grams(job, module, device), params)
+        return from_core(space, merged, job.rank), None, None
     out = job.spec.dense(space.cores, params)
     return from_core(space, out.delta, job.rank), out.stats, None
+
+
+def _grams(job: MergeJob, module: ModulePlan, device: torch.device) -> list[torch.Tensor]:
+    return [job.statistics[i].gram(module.name, device) for i in module.members]
+
+
+def calibrated(job: MergeJob, module: ModulePlan, params: MethodParams, device: torch.device):
+    """A calibrated method (RegMean) from the factors and each adapter's input Gram: exact at rank Σ r_i."""
+    b, a = job.spec.statistics.full(*_scaled_factors(job, module, device), _grams(job, module, device), params)
+    return refactor.from_factors(b, a, job.rank), None, None
 
 
 class ModuleCache:
@@ -94,6 +107,8 @@ def merge_module(job: MergeJob, module: ModulePlan, device: torch.device,
     params = job.params_for(module)
     if job.recipe.space is Space.core:
         fac, stats, merged_density = in_core_space(job, module, params, device)
+    elif job.spec.statistics is not None:
+        fac, stats, merged_density = calibrated(job, module, params, device)
     elif job.spec.linear:
         fac, stats, merged_density = linear_concat(job, module, params, device)
     else:

@@ -48,6 +48,9 @@ class MergeParameters(BaseModel):
     epsilon: float | None = Field(None, gt=0, lt=1, description="DELLA: spread of keep probabilities around density")
     common_fraction: float | None = Field(
         None, gt=0, lt=1, description="Iso-CTS: share of the directions kept as the common subspace (default 0.8)")
+    off_diagonal: float | None = Field(
+        None, ge=0, le=1, description="RegMean: share of each Gram's off-diagonal kept, a in a·G + (1-a)·diag(G) "
+        "(default 1: the plain Gram)")
     seed: int = Field(0, description="seed for random methods (DARE, DELLA); each module derives its own")
 
     @model_validator(mode="before")
@@ -63,6 +66,9 @@ class AdapterEntry(BaseModel):
     path: Path = Field(..., description="PEFT adapter directory; relative paths resolve against the recipe's folder")
     weight: float = Field(1.0, description="the adapter's weight w_i")
     density: float | None = Field(None, gt=0, le=1, description="per-adapter density, overriding parameters.density")
+    calibration: str | None = Field(None, min_length=1, description="the adapter's own unlabeled prompts (a question or "
+                                    "text file, or builtin:DOMAIN:SPLIT), for calibrate / refine / regmean")
+    statistics: Path | None = Field(None, description="its input statistics file from `tiesmerge calibrate` (regmean)")
 
     @model_validator(mode="before")
     @classmethod
@@ -143,8 +149,14 @@ class Recipe(BaseModel):
 
     def resolved(self, base_dir: Path) -> "Recipe":
         """A copy whose relative adapter paths are resolved against `base_dir`."""
-        adapters = [a.model_copy(update={"path": _resolve(a.path if a.path.is_absolute() else base_dir / a.path)})
-                    for a in self.adapters]
+        def here(p: Path) -> Path:
+            return _resolve(p if p.is_absolute() else base_dir / p)
+
+        adapters = [a.model_copy(update={
+            "path": here(a.path),
+            "statistics": here(a.statistics) if a.statistics is not None else None,
+            "calibration": (a.calibration if a.calibration is None or a.calibration.startswith("builtin:")
+                            else str(here(Path(a.calibration))))}) for a in self.adapters]
         return self.model_copy(update={"adapters": adapters})
 
 

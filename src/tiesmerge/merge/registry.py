@@ -6,8 +6,8 @@ from typing import Mapping
 
 from tiesmerge.extras import Extra
 from tiesmerge.merge.chunked import ties_from_factors
-from tiesmerge.merge.methods import iso_c, iso_cts, knots, mergekit_family, task_arithmetic, ties, tsv
-from tiesmerge.merge.spec import MethodSpec, Param
+from tiesmerge.merge.methods import iso_c, iso_cts, knots, mergekit_family, regmean, task_arithmetic, ties, tsv
+from tiesmerge.merge.spec import MethodSpec, Param, StatisticsKernels
 from tiesmerge.merge.types import Method
 
 _COMMON = (Param.lam, Param.normalize)
@@ -92,6 +92,12 @@ REGISTRY: Mapping[Method, MethodSpec] = {
         Method.knots_linear, knots.knots_linear,
         "KnOTS-linear: joint-SVD alignment, weighted sum (equals task arithmetic without normalize)",
         "https://arxiv.org/abs/2410.19735", (Param.lam,),
+    ),
+    Method.regmean: MethodSpec(
+        Method.regmean, regmean.needs_statistics,
+        "RegMean: per layer, the least-squares ΔW on each adapter's own inputs (calibrated), exact at rank Σ r_i",
+        "https://arxiv.org/abs/2212.09849", (Param.off_diagonal, Param.lam), lambda_commutes=True,
+        statistics=StatisticsKernels(regmean.regmean_factors, regmean.regmean_core),
     ),
 }
 

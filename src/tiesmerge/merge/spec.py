@@ -29,12 +29,22 @@ class Param(str, Enum):
     gamma = "gamma"
     epsilon = "epsilon"
     common_fraction = "common_fraction"
+    off_diagonal = "off_diagonal"
     seed = "seed"
 
     @classmethod
     def of_field(cls, name: str) -> "Param":
         """The Param of a MergeParameters field name (`lam` is spelled `lambda` in recipes)."""
         return cls.lam if name == "lam" else cls(name)
+
+
+@dataclass(frozen=True)
+class StatisticsKernels:
+    """A calibrated method's kernels, which read each adapter's input statistics (`tiesmerge calibrate`):
+    `full`(scaled Bs, As, Grams, params) → (B, A) of the merged ΔW; `core`(cores, Q_A, Grams, params) → merged core."""
+
+    full: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    core: Callable[..., torch.Tensor]
 
 
 # Checks a method makes at recipe load beyond the shared field ranges: (parameters, every density given) → None,
@@ -56,6 +66,7 @@ class MethodSpec:
     spaces: frozenset[Space] = field(default_factory=lambda: frozenset(Space))
     extra: Extra | None = None  # an optional install the method needs (its kernel is another library's)
     check: Check | None = None
+    statistics: StatisticsKernels | None = None  # calibrated: needs each adapter's statistics file
 
     @property
     def linear(self) -> bool:
@@ -73,6 +84,8 @@ class MethodSpec:
             how += ", exact concat"
         if self.factors is not None:
             how += ", chunked from factors"
+        if self.statistics is not None:
+            how += ", needs calibration statistics"
         return how
 
     def resolve_normalize(self, given: bool | None) -> bool:

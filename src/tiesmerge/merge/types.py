@@ -24,6 +24,7 @@ class Method(str, Enum):
     knots_ties = "knots_ties"
     knots_dare = "knots_dare"
     knots_linear = "knots_linear"
+    regmean = "regmean"
 
 
 class Space(str, Enum):
@@ -67,6 +68,7 @@ class MethodParams:
     gamma: float | None = None
     epsilon: float | None = None
     common_fraction: float | None = None
+    off_diagonal: float | None = None
     seed: int = 0
 
 

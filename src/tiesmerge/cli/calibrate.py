@@ -1,0 +1,185 @@
+"""`tiesmerge calibrate` (each adapter's input statistics, for regmean) and `tiesmerge refine` (distil the
+specialists into a merged LoRA on their own unlabeled prompts). Thin: read → validate → call train/."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from tiesmerge.cli.common import guarded
+from tiesmerge.cli.merge import build_recipe
+from tiesmerge.errors import BadInputError
+from tiesmerge.merge.recipe import Recipe
+from tiesmerge.train.calibration import DEFAULT_SIZE, PromptFormat, calibration_args, load_calibration
+
+CAL_HELP = "NAME=FILE: adapter NAME's own unlabeled prompts (.jsonl/.json/.csv questions, .txt lines, or " \
+           "builtin:DOMAIN:SPLIT); answers are never read. Repeat per adapter (or `calibration:` in the recipe)"
+
+
+def _log(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+def heldout_texts(test: Optional[Path]) -> list[str]:
+    if test is None:
+        return []
+    from tiesmerge.train.calibration import read_prompts
+
+    return [p.text for p in read_prompts(test)]
+
+
+def prompt_sets(spec: Recipe, flags: List[str], size: int, test: Optional[Path]):
+    """adapter name → its budgeted prompts (flags override the recipe's `calibration:`), checked before loading."""
+    sources = {a.name: a.calibration for a in spec.adapters if a.calibration}
+    sources.update(calibration_args(flags))
+    return load_calibration(sources, [a.name for a in spec.adapters], size, heldout_texts(test),
+                            f"--test {test}")
+
+
+def with_cached_statistics(spec: Recipe, flags: List[str], size: int, fmt: PromptFormat) -> Recipe:
+    """The recipe with `statistics:` filled from the cache for adapters that have calibration prompts (merge)."""
+    from tiesmerge.train.statistics import statistics_path
+
+    if all(a.statistics is not None for a in spec.adapters):
+        return spec
+    prompts = prompt_sets(spec, flags, size, None)
+    adapters = []
+    for a in spec.adapters:
+        path = a.statistics or statistics_path(a.path, prompts[a.name], fmt)
+        if not Path(path).is_file():
+            raise BadInputError(f"no statistics of adapter {a.name!r} for these prompts; run `tiesmerge calibrate` "
+                                "with the same adapters and --calibration first")
+        adapters.append(a.model_copy(update={"statistics": Path(path)}))
+    return spec.model_copy(update={"adapters": adapters})
+
+
+@guarded
+def calibrate(
+    ctx: typer.Context,
+    recipe: Optional[Path] = typer.Argument(None, help="recipe YAML naming the adapters (and their `calibration:`)"),
+    base: str = typer.Option(..., "--base", help="base model: a local folder, a hub id, or `smollm2` (embedded)"),
+    adapter: List[str] = typer.Option([], "--adapter", help="NAME=PATH, repeat per adapter (instead of a recipe)"),
+    calibration: List[str] = typer.Option([], "--calibration", help=CAL_HELP),
+    size: int = typer.Option(DEFAULT_SIZE, "--calibration-size", help="prompts per adapter (a seeded sample above it)"),
+    prompt_format: PromptFormat = typer.Option(PromptFormat.cloze, "--prompt-format", help="how a question is shown: "
+                                               "cloze (`Question: …\\nAnswer:`) or letters (options, chat template)"),
+    test: Optional[Path] = typer.Option(None, "--test", help="your evaluation's test questions: refuse prompts that "
+                                        "leak them"),
+    write_recipe: Optional[Path] = typer.Option(None, "--write-recipe", help="write the recipe with each adapter's "
+                                                "`statistics:` filled in (method regmean unless the recipe names one)"),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto"),
+    dtype: str = typer.Option("auto", "--dtype", help="the base's dtype: auto (fp32 on CPU, bf16 on CUDA), float32, "
+                              "bfloat16, float16"),
+    load_in_4bit: bool = typer.Option(False, "--4bit", help="load the base in 4-bit NF4 (bitsandbytes), as QLoRA"),
+) -> None:
+    """Collect each adapter's input statistics (RegMean's Gram matrices) on its own prompts; cached, so merges with
+    `--method regmean` run without the base afterwards.
+
+    Example:
+
+      tiesmerge calibrate --base smollm2 --adapter math=./math --calibration math=builtin:math:train \\
+        --adapter code=./code --calibration code=builtin:code:train
+
+      tiesmerge merge --method regmean --adapter math=./math --adapter code=./code \\
+        --calibration math=builtin:math:train --calibration code=builtin:code:train --rank 32 -o merged/
+    """
+    from tiesmerge.adapters.compat import plan_set
+    from tiesmerge.adapters.reader import AdapterReader
+    from tiesmerge.eval.models import load_base
+    from tiesmerge.train.statistics import calibrate as collect
+
+    spec = build_recipe(recipe, adapter, {})
+    plan_set([AdapterReader(a.path, a.name) for a in spec.adapters], spec.base_model, spec.allow_base_mismatch)
+    prompts = prompt_sets(spec, calibration, size, test)
+    model, tok = load_base(base, dtype=dtype, device=device, load_in_4bit=load_in_4bit)
+    files = collect(model, tok, base, {a.name: a.path for a in spec.adapters}, prompts, prompt_format, log=_log)
+    for name, path in files.items():
+        typer.echo(f"{name}: {path}")
+    if write_recipe is not None:
+        import yaml
+
+        data = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if "method" not in spec.model_fields_set:
+            data["method"], data["parameters"] = "regmean", {}
+        for entry in data["adapters"]:
+            entry["statistics"] = str(files[entry["name"]])
+        write_recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+        typer.echo(f"recipe with statistics: {write_recipe}")
+
+
+@guarded
+def refine(
+    ctx: typer.Context,
+    recipe: Optional[Path] = typer.Argument(None, help="recipe YAML naming the specialists (and `calibration:`)"),
+    output: Path = typer.Option(..., "-o", "--output", help="the refined adapter's directory"),
+    base: str = typer.Option(..., "--base", help="base model: a local folder, a hub id, or `smollm2` (embedded)"),
+    start: Optional[Path] = typer.Option(None, "--start", help="the merged adapter to refine (any merge's output); "
+                                         "default: the recipe merged as written (Iso-C, core space, rank Σ r when "
+                                         "adapters come from --adapter)"),
+    adapter: List[str] = typer.Option([], "--adapter", help="NAME=PATH, the specialists (instead of a recipe)"),
+    calibration: List[str] = typer.Option([], "--calibration", help=CAL_HELP),
+    size: int = typer.Option(DEFAULT_SIZE, "--calibration-size", help="prompts per adapter (a seeded sample above it)"),
+    prompt_format: PromptFormat = typer.Option(PromptFormat.cloze, "--prompt-format", help="how a question is shown: "
+                                               "cloze (`Question: …\\nAnswer:`) or letters (options, chat template)"),
+    steps: int = typer.Option(150, "--steps", help="step budget (optimizer steps)"),
+    batch_size: int = typer.Option(16, "--batch-size", help="prompts per step, the adapters in turn"),
+    lr: float = typer.Option(1e-3, "--lr", help="AdamW learning rate"),
+    tokens: int = typer.Option(6, "--tokens", help="length of each teacher continuation that is matched"),
+    target: str = typer.Option("greedy", "--target", help="greedy (cross-entropy on the teacher's greedy "
+                               "continuation) or kl (KL to the teacher's distribution at those positions)"),
+    heldout: float = typer.Option(0.1, "--heldout", help="share of each adapter's prompts held out for early "
+                                  "stopping and the agreement report"),
+    eval_every: int = typer.Option(25, "--eval-every", help="steps between held-out evaluations (and checkpoints)"),
+    patience: int = typer.Option(3, "--patience", help="evaluations without a better held-out loss before stopping"),
+    seed: int = typer.Option(0, "--seed", help="seed of the held-out split and the batch order"),
+    test: Optional[Path] = typer.Option(None, "--test", help="your evaluation's test questions: refuse prompts that "
+                                        "leak them"),
+    restart: bool = typer.Option(False, "--restart", help="ignore a checkpoint of an interrupted run"),
+    force: bool = typer.Option(False, "--force", help="replace a non-empty output directory"),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto"),
+    dtype: str = typer.Option("auto", "--dtype", help="the base's dtype: auto (fp32 on CPU, bf16 on CUDA), float32, "
+                              "bfloat16, float16"),
+    load_in_4bit: bool = typer.Option(False, "--4bit", help="load the base in 4-bit NF4 (bitsandbytes): QLoRA-style, "
+                                      "for 72B on one GPU"),
+) -> None:
+    """Refine a merged LoRA: train it to reproduce each specialist on that specialist's own unlabeled prompts.
+    The output is a plain PEFT LoRA of the start's rank and targets, scale 1; refine_report.json says per adapter
+    how closely the student follows its teacher on held-out prompts. An interrupted run resumes from its checkpoint.
+
+    Example:
+
+      tiesmerge merge --method iso_c --space core --adapter math=./math --adapter code=./code --rank 32 -o merged/
+
+      tiesmerge refine --start merged/ --base smollm2 --adapter math=./math --adapter code=./code \\
+        --calibration math=builtin:math:train --calibration code=builtin:code:train -o refined/
+    """
+    from tiesmerge.atomic import check_output_dir
+    from tiesmerge.train.refine import RefineSettings, RefineTarget
+    from tiesmerge.train.refine_job import run_refine
+
+    settings = RefineSettings(steps=steps, batch_size=batch_size, lr=lr, tokens=tokens,
+                              target=RefineTarget.parse(target, "--target"), prompt_format=prompt_format,
+                              heldout=heldout, eval_every=eval_every, patience=patience, seed=seed)
+    settings.check()
+    overrides = {} if recipe is not None else {("method",): "iso_c", ("space",): "core", ("output", "rank"): "full"}
+    spec = build_recipe(recipe, adapter, overrides)
+    prompts = prompt_sets(spec, calibration, size, test)
+    if start is not None and not (start / "adapter_config.json").is_file():
+        raise BadInputError(f"--start {start}: no adapter_config.json (give a merged adapter's folder)")
+    out = check_output_dir(output, force)
+    for a in spec.adapters:
+        if out.resolve() == a.path.resolve() or (start is not None and out.resolve() == start.resolve()):
+            raise BadInputError(f"output {output} is one of the inputs; write the refined adapter elsewhere")
+    result = run_refine(spec, prompts, settings, base=base, start=start, output=out, force=force, restart=restart,
+                        device=device, dtype=dtype, load_in_4bit=load_in_4bit, log=_log,
+                        command=" ".join(["tiesmerge", *sys.argv[1:]]))
+    for line in result["lines"]:
+        typer.echo(line)
+    typer.echo(f"refined adapter: {output} ({result['report']['steps_run']} steps, best at step "
+               f"{result['report']['best_step']}, stopped: {result['report']['stopped']}, "
+               f"{result['report']['seconds']:.0f} s)")
+    json.dumps(result["report"])  # the report is plain JSON (written beside the adapter)

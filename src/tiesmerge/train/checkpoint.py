@@ -1,0 +1,82 @@
+"""A training checkpoint without pickle: the student's factors, its best factors and the optimizer's tensors in
+one safetensors file, the rest (step, history, the run's key) in JSON. Written atomically (temp file, rename); a
+checkpoint from another run (other inputs or settings: another key) is ignored, never mixed in."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+TENSORS, STATE = "checkpoint.safetensors", "checkpoint.json"
+
+
+class Checkpoint:
+    def __init__(self, path: Path, key: str):
+        self.path, self.key = Path(path), key
+
+
+    def save(self, peft_model, optim: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+        from safetensors.torch import save_file
+
+        from tiesmerge.train.refine import student_state
+
+        tensors = {f"student/{k}": v for k, v in student_state(peft_model).items()}
+        tensors.update({f"best/{k}": v.contiguous() for k, v in state["best_state"].items()})
+        steps = {}
+        for idx, s in optim.state_dict()["state"].items():
+            for name, value in s.items():
+                if name == "step":
+                    steps[str(idx)] = float(value)
+                else:
+                    tensors[f"optim/{idx}/{name}"] = value.detach().contiguous()
+        meta = {k: v for k, v in state.items() if k != "best_state"}
+        meta.update(key=self.key, optim_steps=steps)
+        self.path.mkdir(parents=True, exist_ok=True)
+        for name, write in ((TENSORS, lambda tmp: save_file(tensors, tmp)),
+                            (STATE, lambda tmp: Path(tmp).write_text(json.dumps(meta)))):
+            fd, tmp = tempfile.mkstemp(prefix=".ckpt-", dir=self.path)
+            os.close(fd)
+            try:
+                write(tmp)
+                os.replace(tmp, self.path / name)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+
+    def load(self, peft_model, optim: torch.optim.Optimizer) -> dict[str, Any] | None:
+        """The saved state (student and optimizer restored in place), or None when there is no checkpoint of
+        this run."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        from tiesmerge.train.refine import load_student_state
+
+        try:
+            meta = json.loads((self.path / STATE).read_text())
+            tensors = load_file(str(self.path / TENSORS))
+        except (OSError, ValueError, SafetensorError):
+            return None
+        if not isinstance(meta, dict) or meta.get("key") != self.key:
+            return None
+        load_student_state(peft_model, {k[8:]: v for k, v in tensors.items() if k.startswith("student/")})
+        opt = optim.state_dict()
+        restored: dict[int, dict] = {}
+        for name, value in tensors.items():
+            if name.startswith("optim/"):
+                _, idx, field = name.split("/", 2)
+                restored.setdefault(int(idx), {})[field] = value
+        for idx, step in meta.pop("optim_steps").items():
+            restored.setdefault(int(idx), {})["step"] = torch.tensor(step)
+        opt["state"] = restored
+        optim.load_state_dict(opt)
+        meta["best_state"] = {k[5:]: v for k, v in tensors.items() if k.startswith("best/")}
+        meta.pop("key")
+        return meta
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)

@@ -1,0 +1,68 @@
+"""A whole refine run: the start merge (made when not given), the base and specialists loaded once, the checkpoint
+beside the output (resumed when it belongs to this very run), the refined adapter written atomically."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from tiesmerge.atomic import atomic_output_dir
+from tiesmerge.cache import adapter_digest, cache_key
+from tiesmerge.merge.recipe import Recipe
+from tiesmerge.train import refine as R
+from tiesmerge.train.calibration import Prompt, prompts_digest
+from tiesmerge.train.checkpoint import Checkpoint
+
+
+def checkpoint_dir(output: Path) -> Path:
+    return output.parent / f".{output.name}.refine-checkpoint"
+
+
+def start_merge(spec: Recipe, folder: Path, log: Callable[[str], None]) -> Path:
+    """The recipe merged into `folder/start` (kept with the checkpoint, so a resumed run reuses it)."""
+    from tiesmerge.merge import driver
+    from tiesmerge.merge.job import prepare
+
+    target = folder / "start"
+    if (target / "adapter_config.json").is_file():
+        return target
+    t0 = time.perf_counter()
+    driver.run(prepare(spec), target, force=True)
+    log(f"start: {spec.method.value} ({spec.space.value} space) merged in {time.perf_counter() - t0:.1f} s")
+    return target
+
+
+def run_refine(spec: Recipe, prompts: Mapping[str, Sequence[Prompt]], settings: R.RefineSettings, *, base: str,
+               start: Path | None, output: Path, force: bool = False, restart: bool = False, device: str = "auto",
+               dtype: str = "auto", load_in_4bit: bool = False, log: Callable[[str], None] = lambda m: None,
+               progress: Callable[[int, int, str], None] | None = None, command: str | None = None) -> dict:
+    from tiesmerge.eval.models import load_base
+
+    ckpt_dir = checkpoint_dir(Path(output))
+    if restart:
+        Checkpoint(ckpt_dir, "").remove()
+    start_path = Path(start) if start is not None else start_merge(spec, ckpt_dir, log)
+    adapters = {a.name: a.path for a in spec.adapters}
+    key = cache_key("refine", R.REFINE_VERSION, base, dtype, load_in_4bit, settings.as_dict(), adapter_digest(start_path),
+                    [(n, adapter_digest(p), prompts_digest(prompts[n], settings.prompt_format)) for n, p in adapters.items()])
+    model, tok = load_base(base, dtype=dtype, device=device, load_in_4bit=load_in_4bit)
+    run = R.prepare(model, tok, start_path, adapters, prompts, settings, log)
+    report = R.train(run, settings, Checkpoint(ckpt_dir, key), progress=progress or _plain_progress(log), log=log)
+    report["start_agreement"] = report.pop("start")
+    report.update(settings=settings.as_dict(), base=base, start=str(start_path), command=command,
+                  adapters={n: str(p) for n, p in adapters.items()},
+                  prompts={n: len(prompts[n]) for n in adapters}, refine_version=R.REFINE_VERSION)
+    with atomic_output_dir(Path(output), force) as tmp:
+        R.write_adapter(run, start_path, tmp, report)
+    Checkpoint(ckpt_dir, key).remove()
+    lines = R.describe({"start": report["start_agreement"], "final": report["final"]})
+    return {"report": report, "lines": lines}
+
+
+def _plain_progress(log: Callable[[str], None]) -> Callable[[int, int, str], None]:
+    def hook(done: int, total: int, note: str) -> None:
+        if done == total or done % 10 == 0:
+            log(f"refine step {done}/{total} {note}")
+
+    return hook

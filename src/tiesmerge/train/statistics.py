@@ -1,0 +1,129 @@
+"""Collect RegMean's statistics: with one adapter active, run its own calibration prompts through the base and
+accumulate, at every LoRA-targeted linear, the Gram E[x xᵀ] of the layer's input over the prompts' real (unpadded)
+tokens. Streamed batch by batch in float64 (one d_in × d_in sum per module; nothing per token is kept), written as
+one safetensors file per adapter (merge/statistics.py reads it), cached by (adapter content, prompts, base)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import torch
+
+from tiesmerge.cache import adapter_digest, cache_dir, cache_key
+from tiesmerge.merge.statistics import StatisticsMeta
+from tiesmerge.train.calibration import Prompt, PromptFormat, prompts_digest
+
+STATS_VERSION = 1
+
+
+def statistics_path(adapter: Path, prompts: Sequence[Prompt], fmt: PromptFormat, root: Path | None = None) -> Path:
+    """Where the cache keeps an adapter's statistics for these prompts (the file's metadata names the base)."""
+    key = cache_key("statistics", STATS_VERSION, adapter_digest(adapter), prompts_digest(prompts, fmt))
+    return (root or cache_dir()) / "statistics" / f"{Path(adapter).name}-{key}.safetensors"
+
+
+def _module_name(peft_name: str) -> str:
+    return peft_name.removeprefix("base_model.model.")
+
+
+@torch.no_grad()
+def collect_grams(peft_model, tokenizer, adapter: str, texts: Sequence[str], batch_size: int = 8,
+                  progress: Callable[[int], None] | None = None) -> tuple[dict[str, torch.Tensor], int]:
+    """({module: mean x xᵀ over the real tokens}, tokens) with adapter `adapter` active."""
+    from peft.tuners.lora import LoraLayer
+
+    peft_model.set_adapter(adapter)
+    sums: dict[str, torch.Tensor] = {}
+    mask_now: list[torch.Tensor] = []
+
+    def hook(name):
+        def fn(module, args, kwargs):
+            x = args[0] if args else kwargs["x"]
+            x = x.reshape(-1, x.shape[-1])[mask_now[0]].double()
+            g = x.T @ x
+            sums[name] = g if name not in sums else sums[name].add_(g)
+        return fn
+
+    handles = [m.register_forward_pre_hook(hook(_module_name(n)), with_kwargs=True)
+               for n, m in peft_model.named_modules()
+               if isinstance(m, LoraLayer) and adapter in m.lora_A and hasattr(m.get_base_layer(), "in_features")]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = next(peft_model.parameters()).device
+    tokens = 0
+    try:
+        for i in range(0, len(texts), batch_size):
+            rows = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[i: i + batch_size]]
+            width = max(len(r) for r in rows)
+            ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
+            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+            mask_now[:] = [mask.reshape(-1).bool()]
+            peft_model(input_ids=ids, attention_mask=mask)
+            tokens += int(mask.sum())
+            if progress:
+                progress(len(rows))
+    finally:
+        for h in handles:
+            h.remove()
+    return {k: (v / max(tokens, 1)).float().contiguous() for k, v in sums.items()}, tokens
+
+
+def cached_base(path: Path) -> str | None:
+    """The base a statistics file was collected on (None when it cannot be read)."""
+    import json
+
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return json.loads((fh.metadata() or {})["meta"])["base"]
+    except Exception:  # a damaged cache entry is recomputed
+        return None
+
+
+def write_statistics(path: Path, grams: Mapping[str, torch.Tensor], meta: StatisticsMeta) -> Path:
+    """Write atomically (temp file beside it, then rename)."""
+    import os
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(dict(grams), tmp, metadata=meta.as_metadata())
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def calibrate(model, tokenizer, base: str, adapters: Mapping[str, Path], prompts: Mapping[str, Sequence[Prompt]],
+              fmt: PromptFormat, *, root: Path | None = None, batch_size: int = 8,
+              log: Callable[[str], None] = lambda m: None) -> dict[str, Path]:
+    """Statistics of every adapter (cached: an adapter whose file exists is skipped); adapter name → file."""
+    from tiesmerge.eval.models import attach_adapters
+
+    out: dict[str, Path] = {}
+    todo = {}
+    for name, path in adapters.items():
+        out[name] = statistics_path(path, prompts[name], fmt, root)
+        if out[name].is_file() and cached_base(out[name]) == base:
+            log(f"{name}: statistics cached ({out[name]})")
+        else:
+            todo[name] = path
+    if not todo:
+        return out
+    peft_model = attach_adapters(model, todo)
+    for name, path in todo.items():
+        start = time.perf_counter()
+        texts = [p.render(tokenizer, fmt) for p in prompts[name]]
+        grams, tokens = collect_grams(peft_model, tokenizer, name, texts, batch_size)
+        meta = StatisticsMeta(adapter_digest(path), base, prompts_digest(prompts[name], fmt), fmt.value,
+                              len(texts), tokens)
+        write_statistics(out[name], grams, meta)
+        log(f"{name}: {len(grams)} modules, {tokens} tokens from {len(texts)} prompts "
+            f"({time.perf_counter() - start:.1f} s) → {out[name]}")
+    return out

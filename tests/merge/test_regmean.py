@@ -1,0 +1,101 @@
+"""RegMean in LoRA form against references written here: the paper's closed form on dense ΔW and fusion-bench's
+`merging_with_regmean_weights` recipe (inverse of the summed Grams times the summed Gram-weighted weightsᵀ, on the
+full weights W0 + ΔW_t); core space against full space when the inputs lie in the span of the A rows."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from tiesmerge.merge.core import core_space
+from tiesmerge.merge.methods.regmean import regmean_core, regmean_factors
+from tiesmerge.merge.types import MethodParams
+
+pytestmark = pytest.mark.core
+
+D_OUT, D_IN = 24, 20
+
+
+def adapters(seed: int, ranks=(3, 5, 2)):
+    g = torch.Generator().manual_seed(seed)
+    bs = [torch.randn(D_OUT, r, generator=g, dtype=torch.float64) * 0.7 for r in ranks]
+    as_ = [torch.randn(r, D_IN, generator=g, dtype=torch.float64) for r in ranks]
+    grams = []
+    for k in range(len(ranks)):
+        x = torch.randn(60, D_IN, generator=g, dtype=torch.float64) * (1 + k) + torch.linspace(-1, 1, D_IN)
+        grams.append(x.T @ x / 60)
+    return bs, as_, grams
+
+
+def params(n, off=1.0, lam=1.0, weights=None):
+    return MethodParams(weights=tuple(weights or [1.0] * n), densities=(1.0,) * n, lam=lam, off_diagonal=off)
+
+
+def paper(deltas, grams, a, weights):
+    """Jin et al. 2023, eq. (2): W* = (Σ G̃_t)⁻¹ Σ G̃_t W_t in their x W layout; here ΔW* = (Σ ΔW_t G̃_t)(Σ G̃_t)⁻¹."""
+    gt = [w * (a * g + (1 - a) * torch.diag(torch.diag(g))) for g, w in zip(grams, weights)]
+    return sum(d @ g for d, g in zip(deltas, gt)) @ torch.linalg.inv(sum(gt))
+
+
+def fusion_bench_style(weights_full, grams, ratio):
+    """fusion-bench 0.2.x: off-diagonals × ratio, merged = inv(ΣG̃) @ Σ G̃ Wᵀ, transposed back."""
+    reduced = [g * (torch.diag(torch.ones(g.shape[0], dtype=g.dtype) - ratio) + ratio) for g in grams]
+    merged = torch.linalg.inv(sum(reduced)) @ sum(g @ w.T for g, w in zip(reduced, weights_full))
+    return merged.T
+
+
+@pytest.mark.parametrize("off", [1.0, 0.6])
+def test_regmean_factors_equal_the_papers_closed_form(off):
+    bs, as_, grams = adapters(0)
+    b, a = regmean_factors(bs, as_, grams, params(3, off, lam=1.3))
+    assert b.shape[1] == sum(x.shape[0] for x in as_)  # exactly rank Σ r
+    expected = 1.3 * paper([bb @ aa for bb, aa in zip(bs, as_)], grams, off, [1.0] * 3)
+    assert_close((b.double() @ a.double()), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_regmean_equals_fusion_bench_on_full_weights():
+    bs, as_, grams = adapters(1)
+    w0 = torch.randn(D_OUT, D_IN, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    fb = fusion_bench_style([w0 + bb @ aa for bb, aa in zip(bs, as_)], grams, 0.8)
+    b, a = regmean_factors(bs, as_, grams, params(3, 0.8))
+    assert_close(w0 + b.double() @ a.double(), fb, rtol=1e-4, atol=1e-5)
+
+
+def test_adapter_weights_weigh_the_grams():
+    bs, as_, grams = adapters(2)
+    b, a = regmean_factors(bs, as_, grams, params(3, weights=[0.2, 1.0, 3.0]))
+    expected = paper([bb @ aa for bb, aa in zip(bs, as_)], grams, 1.0, [0.2, 1.0, 3.0])
+    assert_close(b.double() @ a.double(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_one_adapter_merges_to_itself_and_order_does_not_matter():
+    bs, as_, grams = adapters(3)
+    b, a = regmean_factors(bs[:1], as_[:1], grams[:1], params(1))
+    assert_close(b.double() @ a.double(), bs[0] @ as_[0], rtol=1e-4, atol=1e-5)
+    b1, a1 = regmean_factors(bs, as_, grams, params(3))
+    order = [2, 0, 1]
+    b2, a2 = regmean_factors([bs[i] for i in order], [as_[i] for i in order], [grams[i] for i in order], params(3))
+    assert_close(b1.double() @ a1.double(), b2.double() @ a2.double(), rtol=1e-5, atol=1e-6)
+
+
+def test_core_space_equals_full_space_when_the_inputs_lie_in_the_span():
+    bs, as_, _ = adapters(4, ranks=(2, 3))
+    space = core_space([b.float() for b in bs], [a.float() for a in as_])
+    q = space.v_a.double()  # d_in × k, the span of the A rows
+    g = torch.Generator().manual_seed(5)
+    grams = []
+    for _ in range(2):
+        c = torch.randn(q.shape[1], q.shape[1], generator=g, dtype=torch.float64)
+        grams.append(q @ (c @ c.T + torch.eye(q.shape[1], dtype=torch.float64)) @ q.T)
+    b, a = regmean_factors(bs, as_, grams, params(2))
+    core = regmean_core(space.cores.double(), q, grams, params(2))
+    full = b.double() @ a.double()
+    from_core = space.u_b.double() @ core @ q.T
+    assert_close(from_core, full, rtol=1e-3, atol=1e-4)
+    # and off the span the two differ: core space keeps the rows in span(A), full space does not
+    x = torch.randn(50, D_IN, generator=g, dtype=torch.float64)
+    outside = [x.T @ x / 50, grams[1]]
+    b, a = regmean_factors(bs, as_, outside, params(2))
+    core = regmean_core(space.cores.double(), q, outside, params(2))
+    assert (space.u_b.double() @ core @ q.T - b.double() @ a.double()).norm() > 1e-2 * (b.double() @ a.double()).norm()
