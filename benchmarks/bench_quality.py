@@ -36,6 +36,7 @@ from tiesmerge.train.trainer import TrainSettings, train_adapter  # noqa: E402
 BASE = "smollm2"
 TRAIN = TrainSettings(steps=120, rank=16, alpha=32.0, lr=1e-3, batch_size=8, warmup_steps=10, seed=0, target="text")
 MERGE_VERSION = 1
+CALIBRATED = True  # the RegMean and refine rows (quality_calibrated.py)
 CORE_BASES = "svd-reference"  # core space's bases since 2026-12-01 (the paper's SVD bases; were Householder QRs)
 
 
@@ -254,7 +255,7 @@ def run_suite(sx: Suite, out: Path, docs: Path | None) -> dict:
     log(f"base and specialists scored ({time.perf_counter() - start:.0f} s)")
 
     r, exact = sx.rank, sx.rank * len(domains)
-    results, flags = [], {}
+    results, flags, chosen_paths = [], {}, {}
     for cand in sx.candidates:
         chosen = None
         for rank in (r, exact):
@@ -267,21 +268,40 @@ def run_suite(sx: Suite, out: Path, docs: Path | None) -> dict:
                     scored.append((s["normalized_mean"], s["mean_accuracy"], -len(scored), params))
                 chosen = max(scored)[3]
                 log(f"{cand.label}: chose {chosen} on validation at rank {rank}")
-            f = correct(test, f"{cand.label} r{rank}", merge(cand, chosen, rank, specs))
+            chosen_paths[(cand.label, rank)] = merge(cand, chosen, rank, specs)
+            f = correct(test, f"{cand.label} r{rank}", chosen_paths[(cand.label, rank)])
             flags[(cand.label, rank)] = f
             results.append({"label": cand.label, "method": cand.method, "space": cand.space, "rank": rank,
                             "params": chosen, "chosen_at_rank": rank if cand.choose_per_rank else r,
                             "validation": [list(x[:2]) + [x[3]] for x in scored],
                             **summary(by_domain(f, test_qs), base_acc, spec_acc)})
+    if CALIBRATED:
+        from quality_calibrated import calibrated_rows
+
+        def validate(name: str, path: Path) -> dict:
+            return summary(by_domain(correct(val, name, path), val_qs), val_base, val_spec)
+
+        def row(label, method, space, rank, params, path, **extra) -> dict:
+            f = correct(test, f"{label} r{rank}", path)
+            flags[(label, rank)] = f
+            return {"label": label, "method": method, "space": space, "rank": rank, "params": params,
+                    "chosen_at_rank": rank, **extra, **summary(by_domain(f, test_qs), base_acc, spec_acc)}
+
+        ctx = {"domains": domains, "log": log, "base": BASE, "validate": validate, "row": row,
+               "chosen": {label: p for (label, rank), p in chosen_paths.items() if rank == exact}}
+        results += calibrated_rows(sx, ctx)
     for row in results:
         rank = row["rank"]
-        row["vs_ties"] = paired(flags[(row["label"], rank)], flags[("TIES (full)", rank)])
-        row["vs_ta"] = paired(flags[(row["label"], rank)], flags[("task arithmetic", rank)])
+        for key, other in (("vs_ties", "TIES (full)"), ("vs_ta", "task arithmetic"), ("vs_iso_c", "Iso-C"),
+                           ("vs_ties_core", "TIES (core)")):
+            if (other, rank) in flags:
+                row[key] = paired(flags[(row["label"], rank)], flags[(other, rank)])
     report = {"suite": sx.name, "title": sx.title, "about": sx.about, "domains": domains,
               "n_test_per_domain": len(test_qs) // len(domains), "n_validation_per_domain": len(val_qs) // len(domains),
               "base": base_acc, "matrix": matrix, "rank": r,
               "slow_choices": [c.label for c in sx.candidates if not c.choose_per_rank],
-              "results": results, "seconds": round(time.perf_counter() - start)}
+              "results": results, "seconds": round(time.perf_counter() - start),
+              "retrained": [n for n in RETRAIN_NOTES if n.split(":")[0] in domains]}
     out.mkdir(parents=True, exist_ok=True)
     (out / f"quality-{sx.name}.json").write_text(json.dumps(report, indent=2, default=str))
     if docs is not None:
@@ -298,17 +318,28 @@ def main() -> int:
     ap.add_argument("--domains", type=int, default=8, help="knowledge suite: number of specialists")
     ap.add_argument("--out", type=Path, default=Path("build/bench/quality"))
     ap.add_argument("--docs", type=Path, default=None, help="also write quality.md and the plots here")
+    ap.add_argument("--methods", default=None, help="only these data-free candidates (labels, comma-separated)")
+    ap.add_argument("--no-calibrated", action="store_true", help="skip the RegMean and refine rows")
     ap.add_argument("--smoke", action="store_true", help="a minutes-long check of the pipeline (5 training "
                     "steps, the first grid point of each method): numbers meaningless")
     args = ap.parse_args()
     quiet_libraries()
-    global TRAIN, CANDIDATES, DOMAIN_CANDIDATES
+    global TRAIN, CANDIDATES, DOMAIN_CANDIDATES, CALIBRATED
+    CALIBRATED = not args.no_calibrated
+    if args.methods:
+        keep = {m.strip() for m in args.methods.split(",")}
+        CANDIDATES, DOMAIN_CANDIDATES = (tuple(c for c in cs if c.label in keep) for cs in (CANDIDATES, DOMAIN_CANDIDATES))
     if args.smoke:
         from dataclasses import replace
 
         TRAIN = replace(TRAIN, steps=5, warmup_steps=1)
         CANDIDATES, DOMAIN_CANDIDATES = (tuple(replace(c, grid={k: v[:1] for k, v in c.grid.items()}) for c in cs)
                                          for cs in (CANDIDATES, DOMAIN_CANDIDATES))
+        import quality_calibrated as qc
+
+        qc.REFINE = replace(qc.REFINE, eval_every=2)
+        qc.REFINE_ROWS = tuple(replace(r, steps=min(r.steps, 4)) for r in qc.REFINE_ROWS[:2])
+        qc.REGMEAN_GRID = qc.REGMEAN_GRID[-1:]
     names = ("knowledge", "domain") if args.suite == "both" else (args.suite,)
     reports = [run_suite(knowledge_suite(args.domains) if n == "knowledge" else domain_suite(), args.out, args.docs)
                for n in names]

@@ -10,6 +10,8 @@ def pct(v) -> str:
 
 
 def interval(t) -> str:
+    if t is None:
+        return "—"
     mean, lo, hi = t
     mark = " **" if lo > 0 or hi < 0 else ""
     return f"{100 * mean:+.1f} ({100 * lo:+.1f} … {100 * hi:+.1f}){mark}"
@@ -43,8 +45,8 @@ def markdown(report: dict) -> str:
         f"difference on the same {n * len(domains)} test questions, ** where the interval excludes zero.",
         "",
         "| method | rank | chosen | mean acc % | gain kept mean % | worst domain % | norm. acc mean % | "
-        "− TIES (pts, 95 % CI) | − task arith. (pts, 95 % CI) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "− TIES (pts, 95 % CI) | − task arith. (pts, 95 % CI) | − Iso-C (pts, 95 % CI) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = sorted(report["results"], key=lambda r: (r["rank"], -(r["retention_mean"] or -9)))
     for r in rows:
@@ -53,14 +55,40 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {r['label']} | {r['rank']} | {chosen} | {pct(r['mean_accuracy'])} | {pct(r['retention_mean'])} | "
             f"{pct(worst[1]) + ' (' + worst[0] + ')' if worst else '—'} | {pct(r['normalized_mean'])} | "
-            f"{interval(r['vs_ties'])} | {interval(r['vs_ta'])} |")
+            f"{interval(r.get('vs_ties'))} | {interval(r.get('vs_ta'))} | {interval(r.get('vs_iso_c'))} |")
     lines += ["", "### Gain retention per domain, % (rank r)", "",
               "| method | " + " | ".join(domains) + " |", "|---|" + "---|" * len(domains)]
     for r in rows:
         if r["rank"] == report["rank"]:
             lines.append(f"| {r['label']} | " + " | ".join(pct(r["gain_retention"][d]) for d in domains) + " |")
+    lines += calibrated_costs(report)
+    if report.get("retrained"):
+        lines += ["", "Specialists retrained (each must reach 85 % on its own validation facts): "
+                  + "; ".join(report["retrained"])]
     lines += ["", f"![mean and worst-domain gain retention per method](quality-{report['suite']}.png)", ""]
     return "\n".join(lines)
+
+
+def calibrated_costs(report: dict) -> list[str]:
+    """What each calibrated row cost (prompts per adapter, steps, seconds) and, for refine, how closely the student
+    follows each teacher on held-out prompts."""
+    rows = [r for r in report["results"] if "cost" in r]
+    if not rows:
+        return []
+    lines = ["", "### Calibrated merges: cost (this CPU, 2 cores) and agreement with the teachers", "",
+             "| method | prompts / adapter | refine steps | seconds | held-out token agreement, mean / worst % |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        c = r["cost"]
+        n = sorted(set(c["prompts"].values()))
+        seconds = c.get("refine_s", c.get("statistics_s"))
+        what = "statistics" if "statistics_s" in c else "refine"
+        agree = r.get("agreement") or {}
+        ag = (f"{pct(sum(agree.values()) / len(agree))} / {pct(min(agree.values()))}" if agree else "—")
+        lines.append(f"| {r['label']}{' (curve)' if r.get('curve') else ''} | {'/'.join(map(str, n))} | "
+                     f"{c['steps']} | {what} {seconds:.0f} |  {ag} |" if seconds == seconds else
+                     f"| {r['label']} | {'/'.join(map(str, n))} | {c['steps']} | {what}: cached | {ag} |")
+    return lines
 
 
 def plot(report: dict, path: Path) -> None:

@@ -32,13 +32,16 @@ def specialists(steer_base, tmp_path_factory) -> dict[str, Path]:
             "b": make_peft_adapter(steer_base, root / "b", seed=2, r=2, alpha=2, rslora=False)}
 
 
-def question_file(path: Path, stem: str, n: int, answer=lambda i: "ABCD"[i % 4]) -> Path:
-    """n questions whose texts use many distinct characters (so the layer inputs span their space)."""
+def question_file(path: Path, stem: str, n: int, answer=lambda i: "ABCD"[i % 4], diverse: bool = True) -> Path:
+    """n questions: diverse — texts with many distinct characters (the layer inputs span their space); else one
+    template with a number (a specialist then behaves alike on all of them, so held-out prompts are learnable)."""
     import random
 
     rng = random.Random(stem)
     chars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-    rows = [{"question": f"{stem} {''.join(rng.choice(chars) for _ in range(24))} is what?",
+    text = (lambda i: f"{stem} {''.join(rng.choice(chars) for _ in range(24))} is what?") if diverse else \
+        (lambda i: f"{stem} number {i} is")
+    rows = [{"question": text(i),
              "choices": ["red", "green", "blue", "gold"],
              "answer": answer(i), "domain": stem} for i in range(n)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))

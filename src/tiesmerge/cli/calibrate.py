@@ -57,6 +57,24 @@ def with_cached_statistics(spec: Recipe, flags: List[str], size: int, fmt: Promp
     return spec.model_copy(update={"adapters": adapters})
 
 
+def pp_statistics(model, tok, base, spec: Recipe, prompts, fmt, off_diagonal: float, lam: float):
+    """RegMean++ statistics in the cache, keyed by everything they depend on."""
+    from tiesmerge.cache import adapter_digest, cache_dir, cache_key
+    from tiesmerge.train.calibration import prompts_digest
+    from tiesmerge.train.regmean_pp import collect_pp
+
+    weights = {a.name: a.weight for a in spec.adapters}
+    key = cache_key("regmean-pp", 1, base, off_diagonal, lam, weights,
+                    [(a.name, adapter_digest(a.path), prompts_digest(prompts[a.name], fmt)) for a in spec.adapters])
+    folder = cache_dir() / "statistics-pp" / key
+    files = {a.name: folder / f"{a.name}.regmean_pp.safetensors" for a in spec.adapters}
+    if all(f.is_file() for f in files.values()):
+        _log(f"RegMean++ statistics cached ({folder})")
+        return files
+    return collect_pp(model, tok, base, {a.name: a.path for a in spec.adapters}, prompts, fmt,
+                      {"off_diagonal": off_diagonal, "lambda": lam, "weights": weights}, folder, log=_log)
+
+
 @guarded
 def calibrate(
     ctx: typer.Context,
@@ -75,6 +93,10 @@ def calibrate(
     dtype: str = typer.Option("auto", "--dtype", help="the base's dtype: auto (fp32 on CPU, bf16 on CUDA), float32, "
                               "bfloat16, float16"),
     load_in_4bit: bool = typer.Option(False, "--4bit", help="load the base in 4-bit NF4 (bitsandbytes), as QLoRA"),
+    pp: bool = typer.Option(False, "--pp", help="RegMean++ statistics: block by block from the partially merged "
+                            "model (for --method regmean_pp, with this --off-diagonal and --lambda)"),
+    off_diagonal: float = typer.Option(1.0, "--off-diagonal", min=0.0, max=1.0, help="--pp: RegMean's a"),
+    lam: float = typer.Option(1.0, "--lambda", help="--pp: the merge's λ"),
 ) -> None:
     """Collect each adapter's input statistics (RegMean's Gram matrices) on its own prompts; cached, so merges with
     `--method regmean` run without the base afterwards.
@@ -95,15 +117,24 @@ def calibrate(
     spec = build_recipe(recipe, adapter, {})
     plan_set([AdapterReader(a.path, a.name) for a in spec.adapters], spec.base_model, spec.allow_base_mismatch)
     prompts = prompt_sets(spec, calibration, size, test)
+    if pp and load_in_4bit:
+        raise BadInputError("--pp folds each merged block into the base's weights: it needs an unquantized base "
+                            "(drop --4bit)")
     model, tok = load_base(base, dtype=dtype, device=device, load_in_4bit=load_in_4bit)
-    files = collect(model, tok, base, {a.name: a.path for a in spec.adapters}, prompts, prompt_format, log=_log)
+    adapters = {a.name: a.path for a in spec.adapters}
+    if pp:
+        files = pp_statistics(model, tok, base, spec, prompts, prompt_format, off_diagonal, lam)
+    else:
+        files = collect(model, tok, base, adapters, prompts, prompt_format, log=_log)
     for name, path in files.items():
         typer.echo(f"{name}: {path}")
     if write_recipe is not None:
         import yaml
 
         data = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
-        if "method" not in spec.model_fields_set:
+        if pp:
+            data["method"], data["parameters"] = "regmean_pp", {"off_diagonal": off_diagonal, "lambda": lam}
+        elif "method" not in spec.model_fields_set:
             data["method"], data["parameters"] = "regmean", {}
         for entry in data["adapters"]:
             entry["statistics"] = str(files[entry["name"]])

@@ -80,9 +80,16 @@ def open_statistics(recipe: Recipe, readers, plan: SetPlan) -> tuple[StatisticsF
                             f"{', '.join(map(repr, missing))}: run `tiesmerge calibrate` (it fills in `statistics:`), "
                             "or give `calibration:` prompts whose statistics are cached")
     files = []
+    kernels = get(recipe.method).statistics
     for i, (entry, reader) in enumerate(zip(recipe.adapters, readers)):
         f = StatisticsFile(entry.statistics, entry.name, reader.path)
         f.check_modules({m.name: m.d_in for m in plan.modules if i in m.members and not m.embedding})
+        if f.meta.inputs != kernels.inputs:
+            how = "`tiesmerge calibrate --pp`" if kernels.inputs == "merged" else "`tiesmerge calibrate` (without --pp)"
+            raise BadInputError(f"statistics {entry.statistics}: inputs of the {f.meta.inputs} model; method "
+                                f"{recipe.method.value} needs those of {how}")
+        if kernels.inputs == "merged":
+            check_merged_with(f, recipe)
         files.append(f)
     bases = {f.meta.base for f in files}
     if len(bases) > 1:
@@ -92,6 +99,20 @@ def open_statistics(recipe: Recipe, readers, plan: SetPlan) -> tuple[StatisticsF
     if embeddings:
         raise BadInputError(f"method {recipe.method.value} merges linear layers; {embeddings[0]} is an embedding")
     return tuple(files)
+
+
+def check_merged_with(f: StatisticsFile, recipe: Recipe) -> None:
+    """RegMean++ statistics hold for the merge that produced them: the same adapters, weights, a and λ."""
+    p = recipe.parameters
+    want = {"off_diagonal": 1.0 if p.off_diagonal is None else p.off_diagonal, "lambda": p.lam,
+            "adapters": sorted(a.name for a in recipe.adapters),
+            "weights": {a.name: a.weight for a in recipe.adapters}}
+    got = f.meta.merged_with or {}
+    diff = [k for k in want if got.get(k) != want[k]]
+    if diff:
+        raise BadInputError(f"statistics {f.path} were collected for a merge with other {', '.join(diff)} "
+                            f"({', '.join(f'{k}={got.get(k)!r}' for k in diff)}); run `tiesmerge calibrate --pp` "
+                            "with this recipe's settings")
 
 
 def refuse_no_op(recipe: Recipe) -> None:

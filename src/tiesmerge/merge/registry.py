@@ -99,6 +99,12 @@ REGISTRY: Mapping[Method, MethodSpec] = {
         "https://arxiv.org/abs/2212.09849", (Param.off_diagonal, Param.lam), lambda_commutes=True,
         statistics=StatisticsKernels(regmean.regmean_factors, regmean.regmean_core),
     ),
+    Method.regmean_pp: MethodSpec(
+        Method.regmean_pp, regmean.needs_statistics,
+        "RegMean++: RegMean with each block's inputs from the partially merged model (`calibrate --pp`)",
+        "https://arxiv.org/abs/2508.03121", (Param.off_diagonal, Param.lam), lambda_commutes=False,
+        statistics=StatisticsKernels(regmean.regmean_factors, regmean.regmean_core, inputs="merged"),
+    ),
 }
 
 

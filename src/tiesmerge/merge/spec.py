@@ -45,6 +45,7 @@ class StatisticsKernels:
 
     full: Callable[..., tuple[torch.Tensor, torch.Tensor]]
     core: Callable[..., torch.Tensor]
+    inputs: str = "specialist"  # which statistics it reads (merge/statistics.py StatisticsMeta.inputs)
 
 
 # Checks a method makes at recipe load beyond the shared field ranges: (parameters, every density given) → None,

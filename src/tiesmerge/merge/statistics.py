@@ -30,6 +30,8 @@ class StatisticsMeta:
     prompts: int
     tokens: int
     form: str = FORM
+    inputs: str = "specialist"  # specialist: each adapter alone (RegMean); merged: the partially merged model (++)
+    merged_with: dict | None = None  # inputs "merged": the merge parameters the earlier blocks carried
 
     def as_metadata(self) -> dict[str, str]:
         return {"format": FORMAT, "version": str(VERSION), "meta": json.dumps(self.__dict__)}

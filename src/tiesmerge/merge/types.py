@@ -25,6 +25,7 @@ class Method(str, Enum):
     knots_dare = "knots_dare"
     knots_linear = "knots_linear"
     regmean = "regmean"
+    regmean_pp = "regmean_pp"
 
 
 class Space(str, Enum):

@@ -279,16 +279,16 @@ def train(run: RefineRun, settings: RefineSettings, checkpoint: Checkpoint | Non
         optim.step()
         optim.zero_grad(set_to_none=True)
         pm.eval()
-        if not math.isfinite(float(loss)):
+        if not math.isfinite(float(loss.detach())):
             raise BadInputError(f"refine diverged at step {step + 1} (non-finite loss); lower --lr")
         step += 1
         state["step"] = step
         if progress:
-            progress(step, settings.steps, f"loss {float(loss):.3f}")
+            progress(step, settings.steps, f"loss {float(loss.detach()):.3f}")
         if step % settings.eval_every == 0 or step == settings.steps:
             scores = evaluate(run)
             held = mean_loss(scores)
-            state["history"].append({"step": step, "loss": held, "train_loss": float(loss)})
+            state["history"].append({"step": step, "loss": held, "train_loss": float(loss.detach())})
             if held < state["best"]["loss"] - 1e-6:
                 state["best"], state["best_state"], state["stale"] = {"step": step, "loss": held}, student_state(pm), 0
             else:

@@ -24,7 +24,7 @@ def statistics_path(adapter: Path, prompts: Sequence[Prompt], fmt: PromptFormat,
     return (root or cache_dir()) / "statistics" / f"{Path(adapter).name}-{key}.safetensors"
 
 
-def _module_name(peft_name: str) -> str:
+def module_name(peft_name: str) -> str:
     return peft_name.removeprefix("base_model.model.")
 
 
@@ -46,7 +46,7 @@ def collect_grams(peft_model, tokenizer, adapter: str, texts: Sequence[str], bat
             sums[name] = g if name not in sums else sums[name].add_(g)
         return fn
 
-    handles = [m.register_forward_pre_hook(hook(_module_name(n)), with_kwargs=True)
+    handles = [m.register_forward_pre_hook(hook(module_name(n)), with_kwargs=True)
                for n, m in peft_model.named_modules()
                if isinstance(m, LoraLayer) and adapter in m.lora_A and hasattr(m.get_base_layer(), "in_features")]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

@@ -1,0 +1,136 @@
+"""The calibrated rows of `make bench-quality`: RegMean (full and core space, statistics from each specialist's own
+*train* prompts) and refine (distilling each specialist into a data-free merge on those prompts), each with its
+cost, and the curves of gain retention vs prompts per adapter and vs refine steps. Gold answers are never read:
+the prompts are the train questions' texts only (Prompt objects). Everything is cached under $TIESMERGE_CACHE."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tiesmerge.cache import adapter_digest, cache_key, cached_dir
+from tiesmerge.merge.recipe import Recipe
+from tiesmerge.train.calibration import Prompt, PromptFormat, budget, prompts_digest
+from tiesmerge.train.refine import RefineSettings
+
+FMT = PromptFormat.cloze  # both suites score cloze
+REFINE = RefineSettings(steps=150, batch_size=16, lr=1e-3, tokens=6, eval_every=25, patience=3, prompt_format=FMT)
+REGMEAN_GRID = [0.0, 0.5, 0.9, 1.0]  # off_diagonal (0: the diagonal alone, the compact form for 72B)
+
+
+@dataclass(frozen=True)
+class RefineRow:
+    label: str
+    start: str  # the data-free candidate's label whose chosen merge is the start
+    prompts: int  # per adapter (at most the train split's size)
+    steps: int
+    curve: bool = False  # a point of the prompts / steps curves (not a headline row)
+
+
+REFINE_ROWS = (
+    RefineRow("refine ← Iso-C", "Iso-C", 256, 150),
+    RefineRow("refine ← TIES (core)", "TIES (core)", 256, 150),
+    RefineRow("refine ← Iso-C, 16 prompts", "Iso-C", 16, 150, curve=True),
+    RefineRow("refine ← Iso-C, 64 prompts", "Iso-C", 64, 150, curve=True),
+    RefineRow("refine ← Iso-C, 50 steps", "Iso-C", 256, 50, curve=True),
+)
+
+
+def train_prompts(data, domains, size: int) -> dict[str, list[Prompt]]:
+    """Each domain's train questions as unlabeled prompts (text and options only), budgeted."""
+    return {d: budget([Prompt(q.question, tuple(q.choices)) for q in data["train"][d]], size) for d in domains}
+
+
+def statistics(specs: dict[str, Path], prompts, base: str, log) -> tuple[dict[str, Path], float]:
+    from tiesmerge.eval.models import load_base
+    from tiesmerge.train.statistics import cached_base, calibrate, statistics_path
+
+    start = time.perf_counter()
+    if all(statistics_path(p, prompts[d], FMT).is_file() and cached_base(statistics_path(p, prompts[d], FMT)) == base
+           for d, p in specs.items()):
+        files = {d: statistics_path(p, prompts[d], FMT) for d, p in specs.items()}
+        return files, float("nan")  # cached: the cost was measured when they were made (see the log)
+    model, tok = load_base(base, dtype="float32", device="cpu")
+    files = calibrate(model, tok, base, specs, prompts, FMT, log=log)
+    seconds = time.perf_counter() - start
+    log(f"statistics of {len(specs)} adapters: {seconds:.0f} s")
+    return files, seconds
+
+
+def regmean_merge(space: str, off: float, rank: int, specs, files, log) -> Path:
+    from tiesmerge.merge import driver
+    from tiesmerge.merge.job import prepare
+
+    recipe = Recipe.model_validate({
+        "method": "regmean", "space": space, "parameters": {"off_diagonal": off}, "output": {"rank": rank},
+        "adapters": [{"name": d, "path": str(p), "statistics": str(files[d])} for d, p in specs.items()]})
+    key = cache_key("quality-regmean", 1, space, off, rank, [(adapter_digest(p), files[d].name) for d, p in specs.items()])
+
+    def build(tmp: Path) -> None:
+        start = time.perf_counter()
+        driver.run(prepare(recipe), tmp / "adapter", force=True)
+        for f in (tmp / "adapter").iterdir():
+            f.rename(tmp / f.name)
+        (tmp / "adapter").rmdir()
+        log(f"merged regmean {space} a={off} rank {rank}: {time.perf_counter() - start:.1f} s")
+
+    path, _ = cached_dir("quality-merges", "regmean", key, build)
+    return path
+
+
+def refined(row: RefineRow, start: Path, specs, prompts, base: str, log) -> tuple[Path, dict]:
+    import json
+
+    from tiesmerge.train.refine_job import run_refine
+
+    settings = replace(REFINE, steps=row.steps)
+    spec = Recipe.model_validate({"method": "iso_c", "space": "core", "output": {"rank": "full"},
+                                  "adapters": [{"name": d, "path": str(p)} for d, p in specs.items()]})
+    key = cache_key("quality-refine", 1, base, settings.as_dict(), adapter_digest(start),
+                    [(d, adapter_digest(p), prompts_digest(prompts[d], FMT)) for d, p in specs.items()])
+
+    def build(tmp: Path) -> None:
+        run_refine(spec, prompts, settings, base=base, start=start, output=tmp / "adapter", force=True,
+                   device="cpu", dtype="float32", log=log)
+        for f in (tmp / "adapter").iterdir():
+            f.rename(tmp / f.name)
+        (tmp / "adapter").rmdir()
+
+    path, _ = cached_dir("quality-refined", row.label.split(",")[0].replace(" ← ", "-from-").replace(" ", "_"),
+                         key, build)
+    return path, json.loads((path / "refine_report.json").read_text())
+
+
+def calibrated_rows(sx, ctx) -> list[dict]:
+    """Rows for the suite `sx`; ctx gives the runner's helpers and state (sessions, chosen merges, scoring)."""
+    domains, specs, log = ctx["domains"], sx.specs, ctx["log"]
+    exact = sx.rank * len(domains)
+    rows = []
+    all_prompts = train_prompts(sx.data, domains, 256)
+    files, stat_seconds = statistics(specs, all_prompts, ctx["base"], log)
+    n_prompts = {d: len(v) for d, v in all_prompts.items()}
+    for space in ("full", "core"):
+        label = f"RegMean ({space})"
+        scored = []
+        for off in REGMEAN_GRID:
+            path = regmean_merge(space, off, exact, specs, files, log)
+            s = ctx["validate"](label + f" a{off}", path)
+            scored.append((s["normalized_mean"], s["mean_accuracy"], -len(scored), off))
+        off = max(scored)[3]
+        path = regmean_merge(space, off, exact, specs, files, log)
+        rows.append(ctx["row"](label, "regmean", space, exact, {"off_diagonal": off}, path,
+                               cost={"statistics_s": stat_seconds, "prompts": n_prompts, "steps": 0}))
+    for row in REFINE_ROWS:
+        if row.start not in ctx["chosen"]:
+            continue
+        start = ctx["chosen"][row.start]
+        prompts = train_prompts(sx.data, domains, row.prompts)
+        t0 = time.perf_counter()
+        path, report = refined(row, start, specs, prompts, ctx["base"], log)
+        rows.append(ctx["row"](row.label, "refine", "—", exact, {"steps": report["steps_run"],
+                                                                   "best": report["best_step"]}, path,
+                               cost={"refine_s": report["seconds"], "prompts": report["prompts"],
+                                     "steps": report["steps_run"], "wall_s": round(time.perf_counter() - t0, 1)},
+                               curve=row.curve, agreement={d: report["final"][d]["token_agreement"] for d in domains}))
+    return rows
