@@ -320,12 +320,18 @@ def main() -> int:
     ap.add_argument("--docs", type=Path, default=None, help="also write quality.md and the plots here")
     ap.add_argument("--methods", default=None, help="only these data-free candidates (labels, comma-separated)")
     ap.add_argument("--no-calibrated", action="store_true", help="skip the RegMean and refine rows")
+    ap.add_argument("--no-curves", action="store_true", help="skip the refine rows that only trace the prompts / "
+                    "steps curves")
     ap.add_argument("--smoke", action="store_true", help="a minutes-long check of the pipeline (5 training "
                     "steps, the first grid point of each method): numbers meaningless")
     args = ap.parse_args()
     quiet_libraries()
     global TRAIN, CANDIDATES, DOMAIN_CANDIDATES, CALIBRATED
     CALIBRATED = not args.no_calibrated
+    if args.no_curves:
+        import quality_calibrated as qc
+
+        qc.REFINE_ROWS = tuple(r for r in qc.REFINE_ROWS if not r.curve)
     if args.methods:
         keep = {m.strip() for m in args.methods.split(",")}
         CANDIDATES, DOMAIN_CANDIDATES = (tuple(c for c in cs if c.label in keep) for cs in (CANDIDATES, DOMAIN_CANDIDATES))

@@ -126,3 +126,20 @@ def test_bad_calibration_is_one_line_before_loading(specialists, start, tmp_path
     res = run_cli(*args)
     assert res.exit_code == 2 and message in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_kl_target_moves_the_student_toward_the_teachers(steer_base, specialists, start, tmp_path):
+    from tiesmerge.eval.models import load_base
+
+    qa, qb = question_file(tmp_path / "a.jsonl", "alpha", 16, diverse=False), question_file(
+        tmp_path / "b.jsonl", "beta", 16, diverse=False)
+    prompts = {n: [Prompt(json.loads(line)["question"]) for line in q.read_text().splitlines()]
+               for n, q in (("a", qa), ("b", qb))}
+    settings = R.RefineSettings(steps=20, batch_size=8, lr=1e-2, eval_every=10, patience=5, heldout=0.25,
+                                target=R.RefineTarget.kl)
+    model, tok = load_base(str(steer_base), device="cpu")
+    run = R.prepare(model, tok, start, specialists, prompts, settings, lambda m: None)
+    assert set(run.peft_model.peft_config) == {"a", "b", R.STUDENT}  # kl keeps the teachers
+    report = R.train(run, settings)
+    for name in ("a", "b"):
+        assert report["final"][name]["loss"] < report["start"][name]["loss"]

@@ -242,6 +242,8 @@ def prepare(model, tokenizer, start: Path, specialists: Mapping[str, Path], prom
         train[name], heldout[name] = split_heldout(len(texts), settings.heldout, settings.seed, name)
         log(f"teacher {name}: {len(texts)} continuations ({time.perf_counter() - t0:.0f} s), "
             f"{len(heldout[name])} held out")
+        if settings.target is RefineTarget.greedy:  # its continuations are all the training needs of it
+            peft_model.delete_adapter(name)
     return RefineRun(peft_model, tokenizer, list(specialists), examples, train, heldout, pad)
 
 

@@ -24,7 +24,7 @@ from tiesmerge.merge.methods.regmean import regmean_factors
 from tiesmerge.merge.statistics import StatisticsMeta
 from tiesmerge.merge.types import MethodParams
 from tiesmerge.train.calibration import Prompt, PromptFormat, prompts_digest
-from tiesmerge.train.statistics import module_name, write_statistics
+from tiesmerge.train.statistics import module_name, shared_gram, write_statistics
 
 _BLOCK = re.compile(r"\.layers\.(\d+)\.")
 
@@ -97,11 +97,12 @@ def _block_grams(model, tokenizer, texts, mods, linears, layer, device, pad, bat
     sums: dict[str, torch.Tensor] = {}
     mask_now: list[torch.Tensor] = []
 
+    gram = shared_gram()
+
     def hook(name):
         def fn(module, args):
-            x = args[0].reshape(-1, args[0].shape[-1])[mask_now[0]].double()
-            g = x.T @ x
-            sums[name] = g if name not in sums else sums[name].add_(g)
+            g = gram(args[0], mask_now[0])
+            sums[name] = g.clone() if name not in sums else sums[name].add_(g)
         return fn
 
     def stop(module, args, output):

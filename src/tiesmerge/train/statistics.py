@@ -28,6 +28,21 @@ def module_name(peft_name: str) -> str:
     return peft_name.removeprefix("base_model.model.")
 
 
+def shared_gram() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """x ↦ Σ x xᵀ over the unmasked rows (float32 products, float64 result), computed once for modules that read the
+    same input tensor in a row (q/k/v, gate/up): a third fewer products per block."""
+    last: list = [None, None]
+
+    def gram(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        key = (x.data_ptr(), tuple(x.shape), x._version)
+        if last[0] != key:
+            rows = x.reshape(-1, x.shape[-1])[mask].float()
+            last[0], last[1] = key, (rows.T @ rows).double()
+        return last[1]
+
+    return gram
+
+
 @torch.no_grad()
 def collect_grams(peft_model, tokenizer, adapter: str, texts: Sequence[str], batch_size: int = 8,
                   progress: Callable[[int], None] | None = None) -> tuple[dict[str, torch.Tensor], int]:
@@ -38,12 +53,12 @@ def collect_grams(peft_model, tokenizer, adapter: str, texts: Sequence[str], bat
     sums: dict[str, torch.Tensor] = {}
     mask_now: list[torch.Tensor] = []
 
+    gram = shared_gram()
+
     def hook(name):
         def fn(module, args, kwargs):
-            x = args[0] if args else kwargs["x"]
-            x = x.reshape(-1, x.shape[-1])[mask_now[0]].double()
-            g = x.T @ x
-            sums[name] = g if name not in sums else sums[name].add_(g)
+            g = gram(args[0] if args else kwargs["x"], mask_now[0])
+            sums[name] = g.clone() if name not in sums else sums[name].add_(g)
         return fn
 
     handles = [m.register_forward_pre_hook(hook(module_name(n)), with_kwargs=True)
