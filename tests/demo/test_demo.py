@@ -26,7 +26,8 @@ def _silent(total, label, unit):
 
 def _config(base, **kw):
     data = {"base": str(base), "domains": ["math", "humanities"], "n_per_domain": 20, "limit": 4, "batch_size": 3,
-            "rank": 2, "density": 0.5, "train": {"steps": 2, "rank": 2, "alpha": 4, "batch_size": 2, "lr": 1e-2}}
+            "rank": 2, "density": 0.5, "train": {"steps": 2, "rank": 2, "alpha": 4, "batch_size": 2, "lr": 1e-2},
+            "refine_steps": 2, "refine_prompts": 4}
     data.update(kw)
     return DemoConfig.model_validate(data)
 
@@ -37,7 +38,7 @@ def test_demo_runs_caches_and_rebuilds_only_what_changed(tiny_base, tmp_path):
     assert cfg.mode == "cloze"
     first = run_demo(cfg, tmp_path / "out1", force=False, progress=_silent, log=logs.append, cache_root=tmp_path / "c")
     names = [t.name for t in first.result.targets]
-    assert names == ["base", "math", "humanities", "ties", "task_arithmetic", "iso_c", "peft_ties_svd",
+    assert names == ["base", "math", "humanities", "ties", "task_arithmetic", "iso_c", "refine", "peft_ties_svd",
                      "peft_ties_svd_fixed"]
     assert not any(first.cached.values()) and sum("trained" in m for m in logs) == 2
     # the subspace row: Iso-C in core space at the exact rank Σ r with unit weights
@@ -45,6 +46,13 @@ def test_demo_runs_caches_and_rebuilds_only_what_changed(tiny_base, tmp_path):
     assert iso["recipe"]["space"] == "core" and iso["recipe"]["method"] == "iso_c"
     assert iso["recipe"]["output"]["rank"] == 2 * cfg.train.rank
     assert {a["weight"] for a in iso["recipe"]["adapters"]} == {1.0}
+    # the refined row: that merge refined on 4 train prompts per specialist, same rank, scale 1
+    refined = json.loads(open(first.paths["merge refine"] + "/refine_report.json").read())
+    assert refined["start"] == first.paths["merge iso_c"] and refined["prompts"] == {"math": 4, "humanities": 4}
+    cfg_out = json.loads(open(first.paths["merge refine"] + "/adapter_config.json").read())
+    iso_cfg = json.loads(open(first.paths["merge iso_c"] + "/adapter_config.json").read())
+    assert cfg_out["r"] == cfg_out["lora_alpha"] == iso_cfg["r"] and not cfg_out["use_rslora"]
+    assert cfg_out["rank_pattern"] == iso_cfg["rank_pattern"]
 
     # the cached, fused-weight evaluation of a merge equals scoring the saved adapter through PEFT's loader
     questions = [q for d in cfg.domains for q in build(20, 0, domains=cfg.domains)["test"][d][:4]]

@@ -1,5 +1,6 @@
-"""The three merges of the demo: tiesmerge TIES, tiesmerge task arithmetic, and PEFT's
-`add_weighted_adapter(..., combination_type="ties_svd")` on the very same adapters (the peer baseline)."""
+"""The demo's merges: tiesmerge TIES, task arithmetic and the subspace method (Iso-C), that merge refined on the
+specialists' own train prompts, and PEFT's `add_weighted_adapter(..., combination_type="ties_svd")` on the very
+same adapters (the peer baseline)."""
 
 from __future__ import annotations
 
@@ -127,6 +128,35 @@ def peft_scaling_fixed(peft_dir: Path, root: Path | None = None) -> tuple[Path, 
                                                          "lora_alpha = r (scaling 1)"}, indent=2) + "\n")
 
     return cached_dir("merges", "peft_ties_svd_fixed", key, build, root)
+
+
+def refined_merge(config: DemoConfig, adapters: Mapping[str, Path], digests: Mapping[str, str], start: Path,
+                  train_sets: Mapping[str, list], log: Callable[[str], None], root: Path | None = None):
+    """The subspace merge refined on each specialist's own train prompts (texts only: answers are never read)."""
+    from dataclasses import replace
+
+    from tiesmerge.train.calibration import Prompt, budget, prompts_digest
+    from tiesmerge.train.refine import RefineSettings
+    from tiesmerge.train.refine_job import run_refine
+
+    settings = replace(RefineSettings(), steps=config.refine_steps)
+    prompts = {d: budget([Prompt(q.question, tuple(q.choices)) for q in train_sets[d]], config.refine_prompts)
+               for d in adapters}
+    spec = Recipe.model_validate({"method": config.subspace_method, "space": "core",
+                                  "adapters": [{"name": n, "path": str(p)} for n, p in adapters.items()]})
+    key = cache_key("refine", MERGE_VERSION, config.base, settings.as_dict(), adapter_digest(start),
+                    [(n, digests[n], prompts_digest(prompts[n], settings.prompt_format)) for n in adapters])
+
+    def build(tmp: Path) -> None:
+        log(f"refining the {config.subspace_method} merge on {config.refine_prompts} train prompts per specialist "
+            f"({config.refine_steps} steps, ~5 min here)")
+        run_refine(spec, prompts, settings, base=config.base, start=start, output=tmp / "adapter", force=True,
+                   device="cpu", dtype="float32", log=log)
+        for f in (tmp / "adapter").iterdir():
+            f.rename(tmp / f.name)
+        (tmp / "adapter").rmdir()
+
+    return cached_dir("merges", "refine", key, build, root)
 
 
 # Relative Frobenius distance (worst module) below which two adapters' ΔW are "the same merge". Two float32

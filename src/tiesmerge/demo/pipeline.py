@@ -15,7 +15,14 @@ from tiesmerge.cache import adapter_digest
 from tiesmerge.demo import table
 from tiesmerge.demo.config import DemoConfig
 from tiesmerge.demo.evaluation import evaluate_targets
-from tiesmerge.demo.merges import SAME_DELTA_RTOL, delta_distance, peft_scaling_fixed, peft_ties_svd, tiesmerge_merge
+from tiesmerge.demo.merges import (
+    SAME_DELTA_RTOL,
+    delta_distance,
+    peft_scaling_fixed,
+    peft_ties_svd,
+    refined_merge,
+    tiesmerge_merge,
+)
 from tiesmerge.demo.specialists import train_specialists
 from tiesmerge.eval.report import EvalResult, Target, write_outputs
 from tiesmerge.progress import ProgressFactory
@@ -55,6 +62,11 @@ def run_demo(config: DemoConfig, out: Path, *, force: bool, progress: ProgressFa
         merged[method], hit = tiesmerge_merge(config, specs, digests, method, progress, cache_root)
         if hit:
             log(f"reused {method} merge: {merged[method]}")
+    if config.refine_steps:
+        merged["refine"], hit = refined_merge(config, specs, digests, merged[config.subspace_method],
+                                              {d: sets["train"][d] for d in config.domains}, log, cache_root)
+        if hit:
+            log(f"reused refined merge: {merged['refine']}")
     merged["peft_ties_svd"], hit = peft_ties_svd(config, specs, digests, log, cache_root)
     if hit:
         log(f"reused peft_ties_svd merge: {merged['peft_ties_svd']}")
