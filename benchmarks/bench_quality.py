@@ -37,6 +37,7 @@ BASE = "smollm2"
 TRAIN = TrainSettings(steps=120, rank=16, alpha=32.0, lr=1e-3, batch_size=8, warmup_steps=10, seed=0, target="text")
 MERGE_VERSION = 1
 CALIBRATED = True  # the RegMean and refine rows (quality_calibrated.py)
+EXACT_ONLY = False  # --exact-only: the data-free rows at the exact rank T·r only
 CORE_BASES = "svd-reference"  # core space's bases since 2026-12-01 (the paper's SVD bases; were Householder QRs)
 
 
@@ -258,7 +259,7 @@ def run_suite(sx: Suite, out: Path, docs: Path | None) -> dict:
     results, flags, chosen_paths = [], {}, {}
     for cand in sx.candidates:
         chosen = None
-        for rank in (r, exact):
+        for rank in ((exact,) if EXACT_ONLY else (r, exact)):
             if chosen is None or cand.choose_per_rank:  # settings chosen on validation, at this output rank
                 scored = []
                 for params in cand.points():
@@ -320,14 +321,15 @@ def main() -> int:
     ap.add_argument("--docs", type=Path, default=None, help="also write quality.md and the plots here")
     ap.add_argument("--methods", default=None, help="only these data-free candidates (labels, comma-separated)")
     ap.add_argument("--no-calibrated", action="store_true", help="skip the RegMean and refine rows")
+    ap.add_argument("--exact-only", action="store_true", help="data-free rows at the exact rank T·r only")
     ap.add_argument("--no-curves", action="store_true", help="skip the refine rows that only trace the prompts / "
                     "steps curves")
     ap.add_argument("--smoke", action="store_true", help="a minutes-long check of the pipeline (5 training "
                     "steps, the first grid point of each method): numbers meaningless")
     args = ap.parse_args()
     quiet_libraries()
-    global TRAIN, CANDIDATES, DOMAIN_CANDIDATES, CALIBRATED
-    CALIBRATED = not args.no_calibrated
+    global TRAIN, CANDIDATES, DOMAIN_CANDIDATES, CALIBRATED, EXACT_ONLY
+    CALIBRATED, EXACT_ONLY = not args.no_calibrated, args.exact_only
     if args.no_curves:
         import quality_calibrated as qc
 

@@ -143,3 +143,14 @@ def test_kl_target_moves_the_student_toward_the_teachers(steer_base, specialists
     report = R.train(run, settings)
     for name in ("a", "b"):
         assert report["final"][name]["loss"] < report["start"][name]["loss"]
+
+
+def test_an_adapter_that_does_not_fit_the_base_is_one_line(steer_base, specialists, start, tmp_path, tiny_base_64):
+    qa, qb = question_file(tmp_path / "a.jsonl", "alpha", 8, diverse=False), question_file(
+        tmp_path / "b.jsonl", "beta", 8, diverse=False)
+    res = run_cli(*refine_args(tiny_base_64, specialists, start, qa, qb, tmp_path / "out"))
+    assert res.exit_code == 2 and "does not fit this base model" in res.stderr, res.stderr
+    assert [ln for ln in res.stderr.splitlines() if "error" in ln.lower()] == [res.stderr.strip().splitlines()[-1]]
+    assert "size mismatch" in res.stderr and not (tmp_path / "out").exists()
+    inside = run_cli(*refine_args(steer_base, specialists, start, qa, qb, specialists["a"] / "refined"))
+    assert inside.exit_code == 2 and "overlaps the input adapter" in inside.stderr

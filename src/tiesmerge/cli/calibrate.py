@@ -202,9 +202,12 @@ def refine(
     if start is not None and not (start / "adapter_config.json").is_file():
         raise BadInputError(f"--start {start}: no adapter_config.json (give a merged adapter's folder)")
     out = check_output_dir(output, force)
-    for a in spec.adapters:
-        if out.resolve() == a.path.resolve() or (start is not None and out.resolve() == start.resolve()):
-            raise BadInputError(f"output {output} is one of the inputs; write the refined adapter elsewhere")
+    target = out.resolve()
+    for src in [a.path for a in spec.adapters] + ([start] if start is not None else []):
+        src = Path(src).resolve()
+        if target == src or src in target.parents or target in src.parents:
+            raise BadInputError(f"output {output} overlaps the input adapter {src}; write the refined adapter "
+                                "elsewhere")
     result = run_refine(spec, prompts, settings, base=base, start=start, output=out, force=force, restart=restart,
                         device=device, dtype=dtype, load_in_4bit=load_in_4bit, log=_log,
                         command=" ".join(["tiesmerge", *sys.argv[1:]]))

@@ -96,18 +96,30 @@ def load_base(base: str, *, dtype: str = "auto", device: str = "auto", load_in_4
                       fix="pass a local model folder, a cached hub id, or `smollm2`")
 
 
-def attach_adapters(model, adapters: Mapping[str, Path]):
-    """Wrap the base in one PeftModel holding every adapter by name (the base is loaded once)."""
+def load_adapter(peft_model, model, path: Path, name: str, **kwargs):
+    """`peft_model` with adapter `name` loaded (a new PeftModel around `model` when None); an adapter that does not
+    fit the base (other shapes, modules the base lacks) is a one-line BadInputError, not PEFT's traceback."""
     from peft import PeftModel
 
+    if not Path(path, "adapter_config.json").is_file():
+        raise BadInputError(f"adapter {name!r}: no adapter_config.json in {path}")
+    try:
+        if peft_model is None:
+            return PeftModel.from_pretrained(model, str(path), adapter_name=name, **kwargs)
+        peft_model.load_adapter(str(path), adapter_name=name, **kwargs)
+        return peft_model
+    except (RuntimeError, ValueError, KeyError) as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        first = next((ln for ln in lines if "size mismatch" in ln), lines[0] if lines else type(exc).__name__)[:200]
+        raise BadInputError(f"adapter {name!r} ({path}) does not fit this base model ({first}); give the base it "
+                            "was trained on") from None
+
+
+def attach_adapters(model, adapters: Mapping[str, Path]):
+    """Wrap the base in one PeftModel holding every adapter by name (the base is loaded once)."""
     peft_model = None
     for name, path in adapters.items():
-        if not Path(path, "adapter_config.json").is_file():
-            raise BadInputError(f"adapter {name!r}: no adapter_config.json in {path}")
-        if peft_model is None:
-            peft_model = PeftModel.from_pretrained(model, str(path), adapter_name=name)
-        else:
-            peft_model.load_adapter(str(path), adapter_name=name)
+        peft_model = load_adapter(peft_model, model, path, name)
     if peft_model is not None:
         peft_model.eval()
     return peft_model

@@ -20,10 +20,7 @@ class Checkpoint:
     def __init__(self, path: Path, key: str):
         self.path, self.key = Path(path), key
 
-
     def save(self, peft_model, optim: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-        from safetensors.torch import save_file
-
         from tiesmerge.train.refine import student_state
 
         tensors = {f"student/{k}": v for k, v in student_state(peft_model).items()}
@@ -37,6 +34,16 @@ class Checkpoint:
                     tensors[f"optim/{idx}/{name}"] = value.detach().contiguous()
         meta = {k: v for k, v in state.items() if k != "best_state"}
         meta.update(key=self.key, optim_steps=steps)
+        try:
+            self._write(tensors, meta)
+        except OSError as exc:
+            from tiesmerge.atomic import disk_error
+
+            raise (disk_error(exc, self.path) or exc) from None
+
+    def _write(self, tensors: dict, meta: dict) -> None:
+        from safetensors.torch import save_file
+
         self.path.mkdir(parents=True, exist_ok=True)
         for name, write in ((TENSORS, lambda tmp: save_file(tensors, tmp)),
                             (STATE, lambda tmp: Path(tmp).write_text(json.dumps(meta)))):

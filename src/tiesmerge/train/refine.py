@@ -222,15 +222,12 @@ class RefineRun:
 
 def prepare(model, tokenizer, start: Path, specialists: Mapping[str, Path], prompts: Mapping[str, Sequence[Prompt]],
             settings: RefineSettings, log: Callable[[str], None]) -> RefineRun:
-    from peft import PeftModel
+    from tiesmerge.eval.models import load_adapter
 
     peft_model = None
     for name, path in specialists.items():
-        if peft_model is None:
-            peft_model = PeftModel.from_pretrained(model, str(path), adapter_name=name)
-        else:
-            peft_model.load_adapter(str(path), adapter_name=name)
-    peft_model.load_adapter(str(start), adapter_name=STUDENT, is_trainable=True)
+        peft_model = load_adapter(peft_model, model, path, name)
+    load_adapter(peft_model, model, start, STUDENT, is_trainable=True)
     fold_student_scale(peft_model)
     peft_model.eval()  # no dropout: teacher and student are deterministic
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

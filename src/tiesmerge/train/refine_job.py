@@ -48,7 +48,13 @@ def run_refine(spec: Recipe, prompts: Mapping[str, Sequence[Prompt]], settings: 
                     [(n, adapter_digest(p), prompts_digest(prompts[n], settings.prompt_format)) for n, p in adapters.items()])
     model, tok = load_base(base, dtype=dtype, device=device, load_in_4bit=load_in_4bit)
     run = R.prepare(model, tok, start_path, adapters, prompts, settings, log)
-    report = R.train(run, settings, Checkpoint(ckpt_dir, key), progress=progress or _plain_progress(log), log=log)
+    try:
+        report = R.train(run, settings, Checkpoint(ckpt_dir, key), progress=progress or _plain_progress(log), log=log)
+    except KeyboardInterrupt:
+        if (ckpt_dir / "checkpoint.json").is_file():
+            log(f"refine interrupted; its checkpoint is kept in {ckpt_dir}: run the same command again to resume "
+                "(or pass --restart)")
+        raise
     report["start_agreement"] = report.pop("start")
     report.update(settings=settings.as_dict(), base=base, start=str(start_path), command=command,
                   adapters={n: str(p) for n, p in adapters.items()},

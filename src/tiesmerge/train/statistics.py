@@ -104,14 +104,20 @@ def write_statistics(path: Path, grams: Mapping[str, torch.Tensor], meta: Statis
 
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+    from tiesmerge.atomic import disk_error
+
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
         save_file(dict(grams), tmp, metadata=meta.as_metadata())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise (disk_error(exc, path) or exc) from None
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
     return path
 
 
