@@ -103,7 +103,9 @@ bench: setup
 
 # Merge quality (docs/quality.md), two suites, every method chosen on validation, scored on test with paired
 # intervals: 8 specialists on their own fictional facts; the demo's 4 specialists on 500 held-out questions per domain.
-# Cached under $$TIESMERGE_CACHE: ~70 + ~40 min the first time here, seconds after.
+# Each suite also gets the calibrated rows (quality_calibrated.py: RegMean full/core, refine from Iso-C and TIES core,
+# the prompts and steps curves; ~35 min more for the knowledge suite). Cached under $$TIESMERGE_CACHE: ~100 + ~60 min
+# the first time here, seconds after.
 bench-quality: setup
 	$(PY) benchmarks/bench_quality.py --out build/bench/quality --docs docs
 
