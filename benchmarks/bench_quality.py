@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from quality_calibrated import flatten  # noqa: E402
 from quality_facts import FACTS_VERSION, suite  # noqa: E402
 from tiesmerge.cache import adapter_digest, cache_key, cached_dir  # noqa: E402
 from tiesmerge.eval.report import Target  # noqa: E402
@@ -147,9 +148,7 @@ def merge(cand: Candidate, params: dict, rank: int, specs: dict[str, Path]) -> P
     def build(tmp: Path) -> None:
         start = time.perf_counter()
         driver.run(prepare(recipe), tmp / "adapter", force=True)
-        for f in (tmp / "adapter").iterdir():
-            f.rename(tmp / f.name)
-        (tmp / "adapter").rmdir()
+        flatten(tmp)
         log(f"merged {cand.label} {params} rank {rank}: {time.perf_counter() - start:.0f} s")
 
     path, _ = cached_dir("quality-merges", cand.method, key, build)

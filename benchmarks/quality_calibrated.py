@@ -19,6 +19,13 @@ REFINE = RefineSettings(steps=150, batch_size=16, lr=1e-3, tokens=6, eval_every=
 REGMEAN_GRID = [0.0, 0.5, 0.9, 1.0]  # off_diagonal (0: the diagonal alone, the compact form for 72B)
 
 
+def flatten(tmp: Path) -> None:
+    """Move the adapter written to tmp/adapter up into tmp (the cache entry's folder)."""
+    for f in (tmp / "adapter").iterdir():
+        f.rename(tmp / f.name)
+    (tmp / "adapter").rmdir()
+
+
 @dataclass(frozen=True)
 class RefineRow:
     label: str
@@ -70,9 +77,7 @@ def regmean_merge(space: str, off: float, rank: int, specs, files, log) -> Path:
     def build(tmp: Path) -> None:
         start = time.perf_counter()
         driver.run(prepare(recipe), tmp / "adapter", force=True)
-        for f in (tmp / "adapter").iterdir():
-            f.rename(tmp / f.name)
-        (tmp / "adapter").rmdir()
+        flatten(tmp)
         log(f"merged regmean {space} a={off} rank {rank}: {time.perf_counter() - start:.1f} s")
 
     path, _ = cached_dir("quality-merges", "regmean", key, build)
@@ -93,9 +98,7 @@ def refined(row: RefineRow, start: Path, specs, prompts, base: str, log) -> tupl
     def build(tmp: Path) -> None:
         run_refine(spec, prompts, settings, base=base, start=start, output=tmp / "adapter", force=True,
                    device="cpu", dtype="float32", log=log)
-        for f in (tmp / "adapter").iterdir():
-            f.rename(tmp / f.name)
-        (tmp / "adapter").rmdir()
+        flatten(tmp)
 
     path, _ = cached_dir("quality-refined", row.label.split(",")[0].replace(" ← ", "-from-").replace(" ", "_"),
                          key, build)

@@ -24,7 +24,7 @@ from tiesmerge.merge.methods.regmean import regmean_factors
 from tiesmerge.merge.statistics import StatisticsMeta
 from tiesmerge.merge.types import MethodParams
 from tiesmerge.train.calibration import Prompt, PromptFormat, prompts_digest
-from tiesmerge.train.statistics import module_name, shared_gram, write_statistics
+from tiesmerge.train.statistics import module_name, padded_batches, shared_gram, write_statistics
 
 _BLOCK = re.compile(r"\.layers\.(\d+)\.")
 
@@ -60,13 +60,12 @@ def collect_pp(model, tokenizer, base: str, adapters: Mapping[str, Path], prompt
     tokens = {n: 0 for n in names}
     saved = {m: linears[m].weight.detach().clone() for m in targets}
     device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     start = time.perf_counter()
     try:
         for b, mods in blocks.items():
             for n in names:
                 g, tokens[n] = _block_grams(model, tokenizer, texts[n], mods, linears, layer_modules.get(b), device,
-                                            pad, batch_size)
+                                            batch_size)
                 grams[n].update(g)
             for m in mods:  # merge the block and fold it in before the next block runs
                 holders = [n for n in names if m in readers[n].modules]
@@ -93,7 +92,7 @@ def collect_pp(model, tokenizer, base: str, adapters: Mapping[str, Path], prompt
     return out
 
 
-def _block_grams(model, tokenizer, texts, mods, linears, layer, device, pad, batch_size):
+def _block_grams(model, tokenizer, texts, mods, linears, layer, device, batch_size):
     sums: dict[str, torch.Tensor] = {}
     mask_now: list[torch.Tensor] = []
 
@@ -113,11 +112,7 @@ def _block_grams(model, tokenizer, texts, mods, linears, layer, device, pad, bat
         handles.append(layer.register_forward_hook(stop))
     tokens = 0
     try:
-        for i in range(0, len(texts), batch_size):
-            rows = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[i: i + batch_size]]
-            width = max(len(r) for r in rows)
-            ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
-            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+        for ids, mask in padded_batches(tokenizer, texts, batch_size, device):
             mask_now[:] = [mask.reshape(-1).bool()]
             try:
                 model(input_ids=ids, attention_mask=mask)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -26,6 +26,16 @@ def statistics_path(adapter: Path, prompts: Sequence[Prompt], fmt: PromptFormat,
 
 def module_name(peft_name: str) -> str:
     return peft_name.removeprefix("base_model.model.")
+
+
+def padded_batches(tokenizer, texts: Sequence[str], batch_size: int, device) -> Iterator[tuple[torch.Tensor, ...]]:
+    """(input ids, attention mask) of each batch of prompts, right-padded (the mask marks the real tokens)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    for i in range(0, len(texts), batch_size):
+        rows = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[i: i + batch_size]]
+        width = max(len(r) for r in rows)
+        yield (torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device),
+               torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device))
 
 
 def shared_gram() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -64,20 +74,14 @@ def collect_grams(peft_model, tokenizer, adapter: str, texts: Sequence[str], bat
     handles = [m.register_forward_pre_hook(hook(module_name(n)), with_kwargs=True)
                for n, m in peft_model.named_modules()
                if isinstance(m, LoraLayer) and adapter in m.lora_A and hasattr(m.get_base_layer(), "in_features")]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    device = next(peft_model.parameters()).device
     tokens = 0
     try:
-        for i in range(0, len(texts), batch_size):
-            rows = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[i: i + batch_size]]
-            width = max(len(r) for r in rows)
-            ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
-            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+        for ids, mask in padded_batches(tokenizer, texts, batch_size, next(peft_model.parameters()).device):
             mask_now[:] = [mask.reshape(-1).bool()]
             peft_model(input_ids=ids, attention_mask=mask)
             tokens += int(mask.sum())
             if progress:
-                progress(len(rows))
+                progress(len(ids))
     finally:
         for h in handles:
             h.remove()
