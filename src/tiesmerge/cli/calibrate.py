@@ -10,11 +10,11 @@ from typing import List, Optional
 
 import typer
 
-from tiesmerge.cli.common import guarded
+from tiesmerge.cli.common import guarded, name_value_pairs
 from tiesmerge.cli.merge import build_recipe
 from tiesmerge.errors import BadInputError
 from tiesmerge.merge.recipe import Recipe
-from tiesmerge.train.calibration import DEFAULT_SIZE, PromptFormat, calibration_args, load_calibration
+from tiesmerge.train.calibration import DEFAULT_SIZE, PromptFormat, load_calibration
 
 CAL_HELP = "NAME=FILE: adapter NAME's own unlabeled prompts (.jsonl/.json/.csv questions, .txt lines, or " \
            "builtin:DOMAIN:SPLIT); answers are never read. Repeat per adapter (or `calibration:` in the recipe)"
@@ -35,7 +35,7 @@ def heldout_texts(test: Optional[Path]) -> list[str]:
 def prompt_sets(spec: Recipe, flags: List[str], size: int, test: Optional[Path]):
     """adapter name → its budgeted prompts (flags override the recipe's `calibration:`), checked before loading."""
     sources = {a.name: a.calibration for a in spec.adapters if a.calibration}
-    sources.update(calibration_args(flags))
+    sources.update(name_value_pairs(flags, "--calibration"))
     return load_calibration(sources, [a.name for a in spec.adapters], size, heldout_texts(test),
                             f"--test {test}")
 

@@ -11,7 +11,7 @@ from typing import Any, Callable, TypeVar
 import typer
 from pydantic import BaseModel
 
-from tiesmerge.errors import Interrupted, TiesmergeError
+from tiesmerge.errors import BadInputError, Interrupted, TiesmergeError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,6 +72,19 @@ def handle_signals() -> None:
     """SIGTERM and SIGHUP end a command like Ctrl-C: temp outputs are removed, one line, exit 128 + signal."""
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_interrupted)
+
+
+def name_value_pairs(values, flag: str, sep: str = "=") -> dict[str, str]:
+    """Repeated `--flag NAME=VALUE` values → {name: value}; a malformed or repeated name is one line."""
+    out: dict[str, str] = {}
+    for v in values:
+        name, ok, rest = v.partition(sep)
+        if not ok or not name or not rest:
+            raise BadInputError(f"{flag} {v!r}: expected NAME{sep}VALUE")
+        if name in out:
+            raise BadInputError(f"{flag}: {name!r} given twice")
+        out[name] = rest
+    return out
 
 
 def data_args(values) -> list[tuple[str | None, Path]]:

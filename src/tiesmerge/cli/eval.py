@@ -11,23 +11,11 @@ from rich.console import Console
 from rich.table import Table
 
 from tiesmerge.atomic import atomic_output_dir, check_output_dir
-from tiesmerge.cli.common import data_args, guarded
+from tiesmerge.cli.common import data_args, guarded, name_value_pairs
 from tiesmerge.cli.progress import module_progress
 from tiesmerge.errors import BadInputError
 from tiesmerge.eval.report import EvalResult
 from tiesmerge.extras import Extra, require
-
-
-def _pairs(values: List[str], flag: str, sep: str = "=") -> dict[str, str]:
-    out = {}
-    for v in values:
-        name, ok, rest = v.partition(sep)
-        if not ok or not name or not rest:
-            raise BadInputError(f"{flag} {v!r}: expected NAME{sep}VALUE")
-        if name in out:
-            raise BadInputError(f"{flag}: {name!r} given twice")
-        out[name] = rest
-    return out
 
 
 def _pct(v: Optional[float]) -> str:
@@ -108,9 +96,9 @@ def eval_cmd(
         raise BadInputError(f"--cloze-norm {norm.value} applies to --mode cloze only")
     if out is not None:
         check_output_dir(out, force)  # before the evaluation, not after
-    adapters = {k: Path(v) for k, v in _pairs(adapter, "--adapter").items()}
-    merged_map = {k: Path(v) for k, v in _pairs(merged, "--merged").items()}
-    explicit = _pairs(specialist, "--specialist")
+    adapters = {k: Path(v) for k, v in name_value_pairs(adapter, "--adapter").items()}
+    merged_map = {k: Path(v) for k, v in name_value_pairs(merged, "--merged").items()}
+    explicit = name_value_pairs(specialist, "--specialist")
     if out is not None and out.is_dir() and any(out.iterdir()) and not force:
         raise BadInputError(f"--out {out} exists and is not empty; pass --force to replace it")
     questions, skipped = collect_questions(data_args(data), builtin=builtin, split=split, limit=limit,

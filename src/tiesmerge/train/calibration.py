@@ -218,15 +218,3 @@ def prompts_digest(prompts: Sequence[Prompt], fmt: PromptFormat) -> str:
         h.update(json.dumps([p.text, list(p.choices), p.is_question]).encode())
     return h.hexdigest()[:16]
 
-
-def calibration_args(values: Sequence[str]) -> dict[str, str]:
-    """`--calibration NAME=FILE` values → {name: source}."""
-    out: dict[str, str] = {}
-    for v in values:
-        name, ok, source = v.partition("=")
-        if not ok or not name or not source:
-            raise BadInputError(f"--calibration {v!r}: use NAME=FILE (or NAME=builtin:DOMAIN:SPLIT)")
-        if name in out:
-            raise BadInputError(f"--calibration names {name!r} twice")
-        out[name] = source
-    return out
