@@ -43,6 +43,58 @@ def disk_error(exc: OSError, path: Path | str) -> BadInputError | None:
     return BadInputError(f"cannot write {path}: {reason}; {fix}")
 
 
+# A temp output is named `.NAME.tmp-PID-XXXXXXXX`: NAME may use what is left of the file system's name limit.
+_TMP_OVERHEAD = 32
+
+
+def user_path(path: Path | str, what: str = "path") -> Path:
+    """`~` and `~user` expanded; an unknown user or home is one line, not a RuntimeError."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        raise BadInputError(f"{what} {path}: cannot expand {str(path).split('/')[0]!r} (no such user or home "
+                            "folder); give the full path") from None
+
+
+def check_name_length(target: Path) -> None:
+    """Refuse a path the file system cannot hold (ENAMETOOLONG), before any work."""
+    probe = next((p for p in (target.parent, *target.parents) if p.exists()), Path("/"))
+    try:
+        name_max = os.pathconf(probe, "PC_NAME_MAX")
+        path_max = os.pathconf(probe, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    long = next((part for part in target.parts if len(os.fsencode(part)) > name_max - _TMP_OVERHEAD), None)
+    if long is not None:
+        raise BadInputError(f"output {str(target)[:80]}…: the name {long[:40]}… is {len(os.fsencode(long))} bytes; "
+                            f"the file system allows {name_max} (less {_TMP_OVERHEAD} for the temp name): choose "
+                            "a shorter -o path")
+    if len(os.fsencode(str(target.absolute()))) > path_max - _TMP_OVERHEAD - 64:
+        raise BadInputError(f"output {str(target)[:80]}… is longer than the file system allows ({path_max} bytes); "
+                            "choose a shorter -o path")
+
+
+def _real(path: Path) -> Path:
+    try:
+        return Path(path).expanduser().resolve()
+    except (RuntimeError, OSError):
+        return Path(path).absolute()
+
+
+def refuse_overlap(output: Path | str, inputs: dict[str, Path | str | None], fix: str = "write to a separate folder"
+                   ) -> None:
+    """Refuse an output that is, lies inside, or contains one of the inputs (after following symlinks on both
+    sides): writing it, or replacing it with --force, would change or delete an input."""
+    target = _real(Path(output))
+    for label, src in inputs.items():
+        if src is None:
+            continue
+        real = _real(Path(src))
+        if target == real or real in target.parents or target in real.parents:
+            how = "is" if target == real else ("lies inside" if real in target.parents else "contains")
+            raise BadInputError(f"output {output} overlaps {label} ({src}: the output {how} it); {fix}")
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
@@ -75,7 +127,8 @@ def remove_stale(target: Path, log: Log | None = _stderr) -> list[Path]:
 def check_output_dir(target: Path | str, force: bool) -> Path:
     """Refuse an output folder that cannot be written, before any work: not a folder, not empty without --force,
     a parent that is a file or not writable. Returns the resolved path."""
-    target = Path(target).expanduser()
+    target = user_path(target, "output")
+    check_name_length(target)
     resolved = target.resolve()
     if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents or resolved.parent == resolved:
         raise BadInputError(f"output {target} is the current folder, one of its parents or the root; "

@@ -13,3 +13,15 @@ def run_cli(*args: str, env: dict[str, str] | None = None):
     except TypeError:
         runner = CliRunner()  # click ≥ 8.2 keeps stdout and stderr apart always
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=False, env=env)
+
+
+def with_config(src, dst, **changes):
+    """A copy of adapter folder `src` at `dst` with adapter_config.json keys changed."""
+    import json
+    import shutil
+
+    shutil.copytree(src, dst)
+    cfg = json.loads((dst / "adapter_config.json").read_text())
+    cfg.update(changes)
+    (dst / "adapter_config.json").write_text(json.dumps(cfg))
+    return dst

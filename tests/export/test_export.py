@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 from torch.testing import assert_close
 
-from tests.cli.helpers import run_cli
+from tests.cli.helpers import run_cli, with_config
 from tests.conftest import load_base, make_peft_adapter, peft_deltas, peft_logits
 from tiesmerge.export.vllm import VLLM_RANKS
 
@@ -117,5 +117,6 @@ def test_merge_with_export_writes_both(adapter_set, tiny_base, tmp_path):
     want = peft_deltas(tiny_base, out)
     got = vllm_deltas(tmp_path / "merged-vllm")
     assert all(torch.allclose(got[k], want[k].double(), atol=1e-5) for k in want)
-    res = run_cli("merge", "--adapter", f"a={adapter_set['rs8']}", "-o", tmp_path / "m2", "--export", "model")
+    hub = with_config(adapter_set["rs8"], tmp_path / "hub", base_model_name_or_path="org/not-here")
+    res = run_cli("merge", "--adapter", f"a={hub}", "-o", tmp_path / "m2", "--export", "model")
     assert res.exit_code == 2 and "--export model needs --export-base" in res.stderr and not (tmp_path / "m2").exists()

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 from torch.testing import assert_close
 
-from tests.cli.helpers import run_cli
+from tests.cli.helpers import run_cli, with_config
 from tests.conftest import make_peft_adapter, peft_deltas
 
 gguf = pytest.importorskip("gguf")
@@ -102,9 +102,20 @@ def test_llama_q_and_k_follow_llama_cpps_row_permutation(tmp_path):
     assert not torch.allclose(got["blk.0.attn_q"], deltas["self_attn.q_proj"])
 
 
+def test_gguf_without_base_uses_the_adapters_local_base_folder_and_asks_only_otherwise(adapter_set, tiny_base,
+                                                                                         tmp_path):
+    res = run_cli("export", adapter_set["rs8"], "--to", "gguf", "-o", tmp_path / "auto.gguf")
+    assert res.exit_code == 0, res.stderr
+    assert f"using the adapter's base_model_name_or_path {tiny_base}" in res.stderr
+    with_base = run_cli("export", adapter_set["rs8"], "--to", "gguf", "--base", tiny_base, "-o", tmp_path / "b.gguf")
+    assert with_base.exit_code == 0 and (tmp_path / "auto.gguf").read_bytes() == (tmp_path / "b.gguf").read_bytes()
+    hub = with_config(adapter_set["rs8"], tmp_path / "hub", base_model_name_or_path="org/not-here")
+    res = run_cli("export", hub, "--to", "gguf", "-o", tmp_path / "x.gguf")
+    assert res.exit_code == 2 and "--to gguf needs --base" in res.stderr and "'org/not-here'" in res.stderr
+    assert not (tmp_path / "x.gguf").exists()
+
+
 def test_gguf_refusals_are_one_line(adapter_set, tiny_base, tmp_path):
-    res = run_cli("export", adapter_set["rs8"], "--to", "gguf", "-o", tmp_path / "x.gguf")
-    assert res.exit_code == 2 and "--to gguf needs --base" in res.stderr
     emb = make_peft_adapter(tiny_base, tmp_path / "emb", seed=5, r=4, alpha=8, targets=("embed_tokens", "q_proj"))
     res = run_cli("export", emb, "--to", "gguf", "--base", tiny_base, "-o", tmp_path / "x.gguf")
     assert res.exit_code == 2 and "linear layers only" in res.stderr and not (tmp_path / "x.gguf").exists()

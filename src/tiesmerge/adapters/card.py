@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Mapping, Sequence
+
+import yaml
 
 
 def model_card(
@@ -15,10 +18,13 @@ def model_card(
     version: str,
 ) -> str:
     """A Hugging Face style card: YAML front matter, the recipe, the inputs with their sha256."""
-    front = ["---", "library_name: peft"]
+    meta: dict[str, object] = {"library_name": "peft"}
     if base_model:
-        front.append(f"base_model: {base_model}")
-    front += ["tags:", "- lora", "- merge", "- tiesmerge", f"- {method}", "---", ""]
+        meta["base_model"] = base_model
+    meta["tags"] = ["lora", "merge", "tiesmerge", method]
+    # a YAML emitter, not f-strings: a base name with a colon, quote or line break stays one value
+    front = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=10**6).rstrip(), "---", ""]
+    fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", recipe_yaml)), default=0))
     lines = [
         f"# Merged LoRA adapter ({method})",
         "",
@@ -32,7 +38,7 @@ def model_card(
         "| --- | --- | --- | --- |",
     ]
     for item in inputs:
-        lines.append(f"| {item['name']} | {item['weight']} | `{item['path']}` | `{item['sha256']}` |")
+        lines.append(f"| {_cell(item['name'])} | {item['weight']} | `{_cell(item['path'])}` | `{item['sha256']}` |")
     lines += [
         "",
         "## Result",
@@ -47,9 +53,9 @@ def model_card(
         "",
         "## Recipe",
         "",
-        "```yaml",
+        fence + "yaml",
         recipe_yaml.rstrip(),
-        "```",
+        fence,
         "",
     ]
     return "\n".join(front + lines)
@@ -57,3 +63,8 @@ def model_card(
 
 def _fmt(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, float) else "n/a"
+
+
+def _cell(value: object) -> str:
+    """A markdown table cell on one line (| and line breaks escaped)."""
+    return str(value).replace("|", "\\|").replace("\r", " ").replace("\n", " ")

@@ -69,6 +69,16 @@ def check_base(readers: Sequence[AdapterReader], expected: str | None, allow_mis
     return named[0][1] if named else None
 
 
+def swapped_message(label: str, module: str, entry: ModuleEntry, expected: list[int], where: str) -> str:
+    """The message for a module whose ΔW is the transpose of what it should be: lora_A and lora_B swapped (each
+    transposed), as when B.T was saved as lora_A."""
+    r = getattr(entry, "rank", "r")
+    return (f"{label}: module {module!r} has lora_A [{r}, {entry.d_in}] and lora_B [{entry.d_out}, "
+            f"{r}], so ΔW is {[entry.d_out, entry.d_in]}, the transpose of {expected} in {where}: its lora_A and "
+            "lora_B look swapped (PEFT stores lora_A as [r, in] and lora_B as [out, r]); re-save them as "
+            "lora_A = B.T, lora_B = A.T")
+
+
 def plan_set(readers: Sequence[AdapterReader], expected_base: str | None = None, allow_base_mismatch: bool = False) -> SetPlan:
     """Validate the adapter set as a whole and return the per-module merge plan."""
     if not readers:
@@ -85,6 +95,9 @@ def plan_set(readers: Sequence[AdapterReader], expected_base: str | None = None,
             seen = first.setdefault(name, entry)
             if (seen.d_out, seen.d_in, seen.embedding) != (entry.d_out, entry.d_in, entry.embedding):
                 owner = readers[members[name][0]].name
+                if (seen.d_in, seen.d_out) == (entry.d_out, entry.d_in) and seen.embedding == entry.embedding:
+                    raise BadInputError(swapped_message(f"adapter {reader.name!r}", name, entry, list(seen.shape),
+                                                        f"adapter {owner!r}"))
                 raise BadInputError(
                     f"module {name!r} is {list(seen.shape)} in adapter {owner!r} but {list(entry.shape)} "
                     f"in adapter {reader.name!r}: the adapters were trained on different base models"

@@ -73,6 +73,37 @@ class LoraSettings:
         return alpha / math.sqrt(r) if self.use_rslora else alpha / r
 
 
+# The largest |lora_alpha| read: PEFT's scale is alpha/r (or /√r); anything near float32's range overflows ΔW.
+MAX_ALPHA = 1e6
+
+
+def _count(value: Any, key: str, label: str, path: Path) -> int:
+    """A positive integer rank (JSON true, 4.5, "8" or 0 are refused, not coerced)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value != int(value) \
+            or value < 1:
+        raise BadInputError(f"{label}: {path}: {key} must be a positive integer, got {value!r}; fix "
+                            f"{CONFIG_NAME} (PEFT writes ranks as integers)")
+    return int(value)
+
+
+def _scale(value: Any, key: str, label: str, path: Path) -> float:
+    """A finite, positive lora_alpha no larger than MAX_ALPHA (NaN, Infinity, 1e308, true, "16" are refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 < value <= MAX_ALPHA:
+        raise BadInputError(f"{label}: {path}: {key} must be a finite number in (0, {MAX_ALPHA:g}], got {value!r}; "
+                            f"fix {CONFIG_NAME} (ΔW = alpha/r · B·A would be NaN, infinite or overflow)")
+    return float(value)
+
+
+def _mapping(value: Any, key: str, label: str, path: Path) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadInputError(f"{label}: {path}: {key} must be a mapping of module pattern → value, "
+                            f"got {type(value).__name__}")
+    return value
+
+
 def _is_set(value: Any) -> bool:
     return value not in (None, False, [], {}, "", 0)
 
@@ -105,15 +136,22 @@ def read_lora_settings(adapter_dir: Path, label: str) -> LoraSettings:
         if _is_set(raw.get(key)):
             raise BadInputError(f"{label}: {key} is set ({raw[key]!r}) and is not supported: {why}")
 
-    try:
-        r = int(raw.get("r", 8))  # PEFT's LoraConfig defaults: r=8, lora_alpha=8
-        alpha = float(raw.get("lora_alpha", 8))
-        rank_pattern = {str(k): int(v) for k, v in (raw.get("rank_pattern") or {}).items()}
-        alpha_pattern = {str(k): float(v) for k, v in (raw.get("alpha_pattern") or {}).items()}
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BadInputError(f"{label}: {cfg_path} has a missing or non-numeric r / lora_alpha / pattern ({exc})") from None
-    if r <= 0 or any(v <= 0 for v in rank_pattern.values()):
-        raise BadInputError(f"{label}: ranks must be positive (r={r}, rank_pattern={rank_pattern})")
+    r = _count(raw.get("r", 8), "r", label, cfg_path)  # PEFT's LoraConfig defaults: r=8, lora_alpha=8
+    alpha = _scale(raw.get("lora_alpha", 8), "lora_alpha", label, cfg_path)
+    rank_pattern = {str(k): _count(v, f"rank_pattern[{k!r}]", label, cfg_path)
+                    for k, v in _mapping(raw.get("rank_pattern"), "rank_pattern", label, cfg_path).items()}
+    alpha_pattern = {str(k): _scale(v, f"alpha_pattern[{k!r}]", label, cfg_path)
+                     for k, v in _mapping(raw.get("alpha_pattern"), "alpha_pattern", label, cfg_path).items()}
+    for key in ("use_rslora", "fan_in_fan_out"):
+        if not isinstance(raw.get(key, False), bool):
+            raise BadInputError(f"{label}: {cfg_path}: {key} must be true or false, got {raw[key]!r}")
+    base_model = raw.get("base_model_name_or_path")
+    if base_model is not None and not isinstance(base_model, str):
+        raise BadInputError(f"{label}: {cfg_path}: base_model_name_or_path must be a string or null, "
+                            f"got {type(base_model).__name__}")
+    if base_model and any(c in base_model for c in "\n\r\0"):
+        raise BadInputError(f"{label}: {cfg_path}: base_model_name_or_path contains a line break or NUL "
+                            f"({base_model!r}); give the base's hub id or folder on one line")
 
     restricted = any(_is_set(raw.get(k)) for k in ("layers_to_transform", "layers_pattern", "exclude_modules"))
     restricted = restricted or isinstance(raw.get("target_modules"), str)
@@ -121,12 +159,12 @@ def read_lora_settings(adapter_dir: Path, label: str) -> LoraSettings:
         path=cfg_path,
         r=r,
         lora_alpha=alpha,
-        use_rslora=bool(raw.get("use_rslora", False)),
+        use_rslora=raw.get("use_rslora", False),
         rank_pattern=rank_pattern,
         alpha_pattern=alpha_pattern,
-        base_model=raw.get("base_model_name_or_path") or None,
+        base_model=base_model or None,
         target_modules=raw.get("target_modules"),
-        fan_in_fan_out=bool(raw.get("fan_in_fan_out", False)),
+        fan_in_fan_out=raw.get("fan_in_fan_out", False),
         task_type=raw.get("task_type"),
         layers_restricted=restricted,
         raw=raw,

@@ -28,6 +28,11 @@ def torch_dtype(name: str) -> torch.dtype:
     return _DTYPES[name]
 
 
+def _is_int(value: object) -> bool:
+    """A JSON integer (the safetensors library refuses strings, floats and booleans in shapes and offsets)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 class SafetensorsFormatError(ValueError):
     """The file is not a complete, well-formed safetensors file."""
 
@@ -47,9 +52,14 @@ class SafetensorsFile:
                 header = json.loads(fh.read(n))
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise SafetensorsFormatError(f"header is not valid JSON ({exc})") from None
+            except RecursionError:
+                raise SafetensorsFormatError("header is nested too deeply to be a safetensors header") from None
         if not isinstance(header, dict):
             raise SafetensorsFormatError("header is not a JSON object")
         self.metadata = header.pop("__metadata__", None)
+        if self.metadata is not None and not (isinstance(self.metadata, dict)
+                                              and all(isinstance(v, str) for v in self.metadata.values())):
+            raise SafetensorsFormatError("__metadata__ must map strings to strings")
         self._start = 8 + n
         self._entries: dict[str, tuple[str, list[int], int, int]] = {}
         spans = []
@@ -58,11 +68,16 @@ class SafetensorsFile:
                 dtype, shape, (begin, end) = info["dtype"], list(info["shape"]), info["data_offsets"]
             except (KeyError, TypeError, ValueError):
                 raise SafetensorsFormatError(f"bad header entry for {key!r}") from None
-            if dtype not in _DTYPES:
+            if not isinstance(dtype, str) or dtype not in _DTYPES:
                 raise SafetensorsFormatError(f"unknown dtype {dtype!r} for {key!r}")
+            if not all(_is_int(v) for v in (*shape, begin, end)):
+                raise SafetensorsFormatError(f"shape / data_offsets of {key!r} are not integers "
+                                             f"({info['shape']!r}, {info['data_offsets']!r})")
+            if any(d < 0 for d in shape) or len(shape) > 8:
+                raise SafetensorsFormatError(f"shape of {key!r} is not a tensor shape ({shape!r})")
             numel = 1
             for d in shape:
-                numel *= int(d)
+                numel *= d
             if end - begin != numel * _DTYPES[dtype].itemsize or begin < 0:
                 raise SafetensorsFormatError(f"offsets of {key!r} do not match its shape and dtype")
             self._entries[key] = (dtype, shape, begin, end)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+
+from tiesmerge.adapters.writer import StreamingSafetensorsWriter
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -86,15 +87,14 @@ def write_synthetic_adapter(
     path.mkdir(parents=True, exist_ok=True)
     shared = r // 2 if shared is None else shared
     scale = alpha / math.sqrt(r) if rslora else alpha / r
-    tensors = {}
-    for idx, (name, (d_out, d_in)) in enumerate(shape.modules(layers).items()):
-        a, b = synthetic_factors(
-            d_out, d_in, r, module_index=idx, adapter_seed=adapter_seed, set_seed=set_seed,
-            shared=shared, decay=decay, magnitude=magnitude / scale,
-        )
-        tensors[f"base_model.model.{name}.lora_A.weight"] = a.to(dtype)
-        tensors[f"base_model.model.{name}.lora_B.weight"] = b.to(dtype)
-    save_file(tensors, str(path / "adapter_model.safetensors"), metadata={"format": "pt"})
+    with StreamingSafetensorsWriter(path / "adapter_model.safetensors", metadata={"format": "pt"}) as writer:
+        for idx, (name, (d_out, d_in)) in enumerate(shape.modules(layers).items()):
+            a, b = synthetic_factors(
+                d_out, d_in, r, module_index=idx, adapter_seed=adapter_seed, set_seed=set_seed,
+                shared=shared, decay=decay, magnitude=magnitude / scale,
+            )
+            writer.add(f"base_model.model.{name}.lora_A.weight", a.to(dtype))
+            writer.add(f"base_model.model.{name}.lora_B.weight", b.to(dtype))
     config = {
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",

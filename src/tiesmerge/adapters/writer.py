@@ -23,6 +23,7 @@ _ST_DTYPES = {
 
 class StreamingSafetensorsWriter:
     """Append tensors one at a time to a data file, then write header + data as one safetensors file.
+    Use it as a context manager: `with StreamingSafetensorsWriter(path) as w: w.add(…)`.
 
     Only the tensor being added is in memory, so writing a large merged adapter does not hold
     the whole state dict (the format needs the header first, hence the separate data file).
@@ -77,6 +78,21 @@ class StreamingSafetensorsWriter:
     def abort(self) -> None:
         self._data.close()
         self._data_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "StreamingSafetensorsWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """Close (write the file) when the block succeeds; abort (remove the partial data) when it raises —
+        including when close itself fails on a full disk."""
+        if exc_type is not None:
+            self.abort()
+            return
+        try:
+            self.close()
+        except BaseException:
+            self.abort()
+            raise
 
 
 def leaf_names(modules: Sequence[str]) -> list[str]:

@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from tiesmerge.adapters.base_fit import check_reader_fits
+from tiesmerge.adapters.reader import AdapterReader
 from tiesmerge.agents.fallback import build_bank
+from tiesmerge.atomic import disk_error, refuse_overlap, user_path
 from tiesmerge.errors import BadInputError
 from tiesmerge.eval.models import EMBEDDED, embedded_base
 from tiesmerge.portable.config import AgentsConfig, dump_yaml
@@ -71,18 +74,21 @@ class Deployment:
     bank_questions: int
 
 
-def check_adapter(merged: Path) -> None:
+def check_adapter(merged: Path) -> AdapterReader:
+    """The merged adapter read and checked whole (config values, every tensor's header, the file's length), so a
+    broken or truncated adapter is refused before anything is written."""
     if not merged.is_dir():
         raise BadInputError(f"{merged} is not a folder; pass the merged adapter folder (tiesmerge merge -o …)")
-    cfg = merged / "adapter_config.json"
-    if not cfg.is_file():
+    if not (merged / "adapter_config.json").is_file():
         raise BadInputError(f"{merged} has no adapter_config.json; pass a PEFT adapter folder")
     if not (merged / "adapter_model.safetensors").is_file():
         raise BadInputError(f"{merged} has no adapter_model.safetensors (pickled adapter_model.bin is refused)")
+    cfg = merged / "adapter_config.json"
     try:
         json.loads(cfg.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise BadInputError(f"{cfg} is not valid JSON: {exc}") from None
+    return AdapterReader(merged, "merged")
 
 
 def base_reference(base: str) -> str:
@@ -124,19 +130,27 @@ def deploy(merged: Path, base: str, to: Path, *, load_in_4bit: bool | None = Non
            fold: Callable[[Path, str], None] | None = None) -> Deployment:
     """Write the work directory. With `fold(out_dir, base_ref)`, the caller writes the base with the adapter
     folded in to out_dir, and the agents load that one model (no adapter at run time)."""
-    merged = Path(merged)
-    check_adapter(merged)
+    merged = user_path(merged, "adapter")
+    reader = check_adapter(merged)
     if bank_size < 1:
         raise BadInputError("--bank-size must be at least 1")
     base_ref = base_reference(base)
-    to = Path(to)
+    to = user_path(to, "--to")
     if to.exists() and not to.is_dir():
         raise BadInputError(f"--to {to} is a file; pass a folder")
+    refuse_overlap(to, {"the merged adapter": merged, "the base model": base_ref if Path(base_ref).is_dir() else None},
+                   "deploy to a separate folder")
+    if Path(base_ref).is_dir():
+        check_reader_fits(reader, Path(base_ref), f"adapter {merged}")
     present = [name for name in OWNED if (to / name).exists() or (to / name).is_symlink()]
     if present and not force:
         raise BadInputError(f"{to} already holds a deployment ({', '.join(present)}); pass --force to replace it")
-    to.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".tiesmerge-deploy-", dir=to))
+    created = [p for p in (to, *to.parents) if not p.exists()]
+    try:
+        to.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".tiesmerge-deploy-", dir=to))
+    except OSError as exc:
+        raise (disk_error(exc, to) or exc) from None
     try:
         write_agents(stage / "agents")
         bank = build_bank(bank_size, seed)
@@ -162,6 +176,14 @@ def deploy(merged: Path, base: str, to: Path, *, load_in_4bit: bool | None = Non
             if (stage / name).exists() or (stage / name).is_symlink():
                 os.replace(stage / name, to / name)
         (to / "outputs").mkdir(exist_ok=True)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        for folder in created:  # the folders this run made, innermost first, if nothing else is in them
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     n = sum(len(v) for v in bank["questions"].values())

@@ -69,7 +69,9 @@ def _raise_interrupted(signum, frame):
 
 
 def handle_signals() -> None:
-    """SIGTERM and SIGHUP end a command like Ctrl-C: temp outputs are removed, one line, exit 128 + signal."""
+    """SIGTERM and SIGHUP end a command like Ctrl-C: temp outputs are removed, one line, exit 128 + signal.
+    (Until this runs, cli/entry.py's start-up handler answers every signal with one line.)"""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_interrupted)
 

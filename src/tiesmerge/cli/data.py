@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from tiesmerge.atomic import atomic_output_dir
+from tiesmerge.atomic import atomic_output_dir, refuse_overlap
 from tiesmerge.cli.common import data_args, guarded
 from tiesmerge.extras import Extra, require
 
@@ -67,7 +67,9 @@ def export_lm_eval_cmd(
     from tiesmerge.eval.lm_eval_task import write_tasks
     from tiesmerge.eval.run import collect_questions
 
-    questions, skipped = collect_questions(data_args(data), builtin=builtin, split=split, limit=limit,
+    files = data_args(data)
+    refuse_overlap(out, {f"question file {p}": p for _, p in files}, "write the tasks to a separate folder")
+    questions, skipped = collect_questions(files, builtin=builtin, split=split, limit=limit,
                                            skip_invalid=False, n_per_domain=n_per_domain)
     with atomic_output_dir(out, force) as tmp:
         done = write_tasks(questions, tmp, out, name)

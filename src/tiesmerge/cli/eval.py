@@ -85,8 +85,9 @@ def eval_cmd(
     Example: tiesmerge eval --base smollm2 --adapter math=./math --merged ties=./merged --builtin --limit 200
     """
     require(Extra.eval, "tiesmerge eval")
+    from tiesmerge.atomic import refuse_overlap
     from tiesmerge.eval.cloze import ClozeNorm
-    from tiesmerge.eval.models import load_base
+    from tiesmerge.eval.models import check_adapters_fit, load_base
     from tiesmerge.eval.report import write_outputs
     from tiesmerge.eval.run import EvalMode, collect_questions, evaluate
 
@@ -106,6 +107,10 @@ def eval_cmd(
     err = Console(stderr=True, soft_wrap=True)
     if skipped:
         err.print(f"skipped {len(skipped)} invalid row(s); first: {skipped[0]}", markup=False)
+    if out is not None:
+        refuse_overlap(out, {f"adapter {k!r}": v for k, v in {**adapters, **merged_map}.items()},
+                       "write the results to a separate folder")
+    check_adapters_fit(base, {**adapters, **merged_map})
     model, tokenizer = load_base(base, dtype=dtype, device=device, load_in_4bit=load_in_4bit)
 
     with contextlib.ExitStack() as stack:

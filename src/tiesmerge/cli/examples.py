@@ -10,7 +10,7 @@ import yaml
 from rich.console import Console
 
 from tiesmerge.adapters.synthetic import SHAPES, write_synthetic_adapter
-from tiesmerge.atomic import atomic_output_dir
+from tiesmerge.atomic import atomic_output_dir, check_output_dir, ensure_free_space
 from tiesmerge.cli.common import guarded
 from tiesmerge.dtypes import FLOAT_DTYPES
 from tiesmerge.errors import BadInputError
@@ -42,6 +42,9 @@ def create(
     if len(set(names)) != len(names):
         raise BadInputError("--name values must be distinct")
     model = SHAPES[shape]
+    target = check_output_dir(out, force)
+    per_adapter = sum((d_out + d_in) * rank for d_out, d_in in model.modules(layers).values())
+    ensure_free_space(target.parent, per_adapter * FLOAT_DTYPES[dtype].itemsize * len(names), f"{len(names)} adapters")
     with atomic_output_dir(out, force) as tmp:
         for i, name in enumerate(names):
             write_synthetic_adapter(

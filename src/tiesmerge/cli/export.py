@@ -16,7 +16,8 @@ def export(
     ctx: typer.Context,
     adapter: Path = typer.Argument(..., help="a PEFT LoRA adapter folder (e.g. a tiesmerge merge)"),
     to: str = typer.Option(..., "--to", help="vllm: uniform rank from vLLM's allowed set, scale folded in (what "
-                           "vLLM reads right); gguf: a llama.cpp LoRA file (needs --base for the architecture); "
+                           "vLLM reads right); gguf: a llama.cpp LoRA file (reads the base's config.json: --base, or the "
+                           "adapter's base_model_name_or_path when that is a local folder); "
                            "model: the base with ΔW folded into its weights (needs --base)"),
     output: Path = typer.Option(..., "-o", "--output", help="output folder (--to gguf: the .gguf file)"),
     base: Optional[Path] = typer.Option(None, "--base", help="the base model's local folder: --to model folds "
@@ -39,15 +40,13 @@ def export(
 
     fmt = ExportFormat.parse(to, "--to")
     if fmt is ExportFormat.gguf:
-        if base is None:
-            raise BadInputError("--to gguf needs --base, the base model's local folder (for its architecture)")
         from tiesmerge.export.gguf_lora import export_gguf
 
-        done = export_gguf(adapter, base, output, force=force)
+        done = export_gguf(adapter, base, output, force=force, log=lambda m: typer.echo(f"note: {m}", err=True))
         typer.echo(f"wrote {done.path}: {done.tensors} tensors, {done.arch}, rank {done.rank}, adapter.lora.alpha "
                    f"{done.rank} (scale 1)")
         typer.echo(f"next: llama-cli -m BASE.gguf --lora {done.path}   (BASE.gguf: llama.cpp's convert_hf_to_gguf.py "
-                   f"of {base})")
+                   f"of {done.base})")
         return
     check_output_dir(output, force)
     if fmt is ExportFormat.vllm:

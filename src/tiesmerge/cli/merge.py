@@ -131,22 +131,43 @@ def print_summary(result: driver.MergeResult, console: Console) -> None:
     console.print(table)
 
 
-def plan_export(export: str, base: Optional[Path], output: Optional[Path], force: bool):
-    """(format, target, base) of `merge --export`, checked before the merge runs."""
-    from tiesmerge.atomic import check_output_dir
+def plan_export(export: str, base: Optional[Path], output: Optional[Path], force: bool, job):
+    """(format, target, base) of `merge --export`, checked before the merge runs: the output path, the base folder
+    and that the merged modules fit the base's weights."""
+    from tiesmerge.adapters.base_fit import check_fits
+    from tiesmerge.atomic import check_output_dir, refuse_overlap
     from tiesmerge.export.formats import ExportFormat
 
     fmt = ExportFormat.parse(export, "--export")
     if output is None:
         raise BadInputError("--export needs -o DIR for the merged adapter")
+    named = job.plan.base_model
     if fmt is not ExportFormat.vllm and base is None:
-        raise BadInputError(f"--export {fmt.value} needs --export-base, the base model's local folder")
+        if named and Path(named).expanduser().is_dir() and (Path(named).expanduser() / "config.json").is_file():
+            base = Path(named).expanduser()
+            typer.echo(f"note: --export {fmt.value} uses the adapters' base_model_name_or_path {named} "
+                       "(pass --export-base to override)", err=True)
+        else:
+            raise BadInputError(f"--export {fmt.value} needs --export-base, the base model's local folder "
+                                f"(the adapters' base_model_name_or_path {named!r} is not a local model folder)")
     target = Path(f"{output}.gguf") if fmt is ExportFormat.gguf else Path(f"{output}-{fmt.value}")
+    inputs = {f"input adapter {r.name!r}": r.path for r in job.readers} | {"the base model": base}
+    refuse_overlap(target, inputs, "choose another -o")
     if fmt is ExportFormat.gguf:
+        from tiesmerge.export.gguf_lora import base_config
+
+        base_config(base)
         if target.exists() and not force:
             raise BadInputError(f"output {target} exists; pass --force to replace it")
     else:
         check_output_dir(target, force)
+    if fmt is ExportFormat.model:
+        from tiesmerge.export.model import base_shards
+
+        base_shards(Path(base))
+        check_fits(job.plan.modules, Path(base), "the merged adapter", fan_in_fan_out=job.plan.fan_in_fan_out,
+                   resized=[k.removeprefix("base_model.model.").removesuffix(".base_layer.weight")
+                            for k, _ in job.plan.passthrough])
     return fmt, target, base, force
 
 
@@ -226,6 +247,8 @@ def merge(
     }
     notes: list[str] = []
     spec = build_recipe(recipe, adapter, overrides, notes)
+    notes += [n.replace("energy", "--energy").replace("max_rank", "--max-rank") if recipe is None else n
+              for n in spec.output.unused()]
     for note in notes:
         typer.echo(f"note: {note}", err=True)
     if get_method(spec.method).statistics is not None:
@@ -237,10 +260,10 @@ def merge(
     elif calibration:
         raise BadInputError(f"--calibration applies to calibrated methods (regmean), not {spec.method.value}")
     dev = resolve_device(device)
-    export_plan = plan_export(export, export_base, output, force) if export and not dry_run else None
     if output is None and not dry_run:
         raise BadInputError("no output directory; pass -o DIR (or --dry-run to only check)")
     job = prepare(spec)
+    export_plan = plan_export(export, export_base, output, force, job) if export and not dry_run else None
     for line in job.warnings:
         typer.echo(f"warning: {line}", err=True)
     out = Console()

@@ -6,11 +6,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
-from tiesmerge.errors import BadInputError
+from tiesmerge.errors import BadInputError, as_bad_input
 from tiesmerge.merge.recipe import Recipe
+from tiesmerge.portable import limits
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:
@@ -40,12 +40,7 @@ def read_yaml(path: Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"recipe {path} not found (pass a YAML file, or build one from flags with --adapter)")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where is not None else ""
-        raise BadInputError(f"{path}: not valid YAML{line} ({getattr(exc, 'problem', exc)})") from None
+    return as_bad_input(limits.read_yaml)(path, "recipe")
 
 
 def load_recipe(path: Path) -> Recipe:

@@ -46,6 +46,30 @@ def _scalar(value: Any, where: str) -> Any:
     return value
 
 
+def _mapping(value: Any, where: str) -> dict:
+    """A mergekit `parameters:` block: a mapping (or absent)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadInputError(f"{where} must be a mapping of name: value (e.g. `density: 0.5`), "
+                            f"got a {type(value).__name__}")
+    return value
+
+
+def unique_names(paths: list[str]) -> list[str]:
+    """Each adapter's name: its folder name, or — where folder names collide (`x/a/m`, `x/b/m`) — the shortest
+    trailing part of its path that tells them apart (`a/m`, `b/m`). mergekit's syntax has no name field."""
+    parts = [[p for p in path.replace("\\", "/").rstrip("/").split("/") if p] or [path] for path in paths]
+    names = []
+    for i, own in enumerate(parts):
+        for n in range(1, len(own) + 1):
+            tail = own[-n:]
+            if all(other[-n:] != tail for j, other in enumerate(parts) if j != i) or n == len(own):
+                names.append("/".join(tail))
+                break
+    return names
+
+
 def from_mergekit(data: dict, source: str, notes: list[str] | None = None) -> dict:
     """The tiesmerge recipe dict equivalent to a mergekit YAML document."""
     notes = notes if notes is not None else []
@@ -61,7 +85,7 @@ def from_mergekit(data: dict, source: str, notes: list[str] | None = None) -> di
     if unknown:
         raise BadInputError(f"{source}: unknown mergekit key(s) {', '.join(unknown)}")
     params = dict(extra)
-    for key, value in (data.get("parameters") or {}).items():
+    for key, value in _mapping(data.get("parameters"), f"{source}: parameters").items():
         if key in IGNORED:
             notes.append(f"{source}: ignoring parameters.{key} ({IGNORED[key]})")
         elif key in TOP_PARAMS or key == "density":
@@ -73,17 +97,23 @@ def from_mergekit(data: dict, source: str, notes: list[str] | None = None) -> di
     for key in IGNORED:
         if key in data:
             notes.append(f"{source}: ignoring {key} ({IGNORED[key]})")
+    models = data.get("models")
+    if models is not None and not isinstance(models, list):
+        raise BadInputError(f"{source}: models must be a list of `- model: PATH` entries, got a "
+                            f"{type(models).__name__}")
     adapters = []
-    for i, entry in enumerate(data.get("models") or []):
+    for i, entry in enumerate(models or []):
         where = f"{source}: models[{i}]"
         if not isinstance(entry, dict) or "model" not in entry:
             raise BadInputError(f"{where}: each entry needs `model: PATH` (a PEFT LoRA adapter folder)")
-        path = str(entry["model"])
+        if not isinstance(entry["model"], str) or not entry["model"]:
+            raise BadInputError(f"{where}: model must be a path (a PEFT LoRA adapter folder), got {entry['model']!r}")
+        path = entry["model"]
         if "+" in path:
             raise BadInputError(f"{where}: `{path}` applies a LoRA to a model (mergekit's base+lora); list the "
                                 "adapter folder itself")
         item: dict[str, Any] = {"path": path}
-        for key, value in (entry.get("parameters") or {}).items():
+        for key, value in _mapping(entry.get("parameters"), f"{where}.parameters").items():
             if key not in ADAPTER_PARAMS:
                 raise BadInputError(f"{where}: parameters.{key} has no per-adapter tiesmerge equivalent "
                                     f"(per adapter: {', '.join(sorted(ADAPTER_PARAMS))})")
@@ -91,9 +121,14 @@ def from_mergekit(data: dict, source: str, notes: list[str] | None = None) -> di
         adapters.append(item)
     if not adapters:
         raise BadInputError(f"{source}: models lists no adapters")
+    for item, name in zip(adapters, unique_names([a["path"] for a in adapters])):
+        item["name"] = name
     recipe: dict[str, Any] = {"method": ours, "parameters": params, "adapters": adapters}
+    for key in ("base_model", "dtype"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise BadInputError(f"{source}: {key} must be a string, got {data[key]!r}")
     if data.get("base_model"):
-        recipe["base_model"] = str(data["base_model"])
+        recipe["base_model"] = data["base_model"]
     if data.get("dtype"):
-        recipe["output"] = {"dtype": str(data["dtype"])}
+        recipe["output"] = {"dtype": data["dtype"]}
     return recipe

@@ -7,12 +7,14 @@ which skips it and counts it.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tiesmerge.errors import BadInputError
+from tiesmerge.errors import BadInputError, as_bad_input
 from tiesmerge.eval.questions import InvalidQuestion, Question, make_question
+from tiesmerge.portable import limits
+from tiesmerge.portable.errors import AgentInputError
+from tiesmerge.portable.limits import read_question_list
 
 
 @dataclass
@@ -35,13 +37,13 @@ def load_jsonl(path: Path, domain: str | None = None, skip_invalid: bool = False
                 continue
             where = f"{path}:{n}"
             try:
-                row = json.loads(line)
+                row = limits.loads_json(line, where)
                 if not isinstance(row, dict):
                     raise InvalidQuestion("a line must hold a JSON object")
                 result.questions.append(make_question(row.get("question"), row.get("choices"), row.get("answer"),
                                                       domain or row.get("domain"), row.get("id")))
-            except json.JSONDecodeError as exc:
-                _fail_or_skip(result, where, f"not valid JSON ({exc.msg})", skip_invalid)
+            except AgentInputError as exc:
+                _fail_or_skip(result, where, str(exc).removeprefix(where + " "), skip_invalid)
             except InvalidQuestion as exc:
                 _fail_or_skip(result, where, str(exc), skip_invalid)
     return result
@@ -71,14 +73,7 @@ def load_csv(path: Path, domain: str | None = None, skip_invalid: bool = False) 
 def load_tournament(path: Path, domain: str | None = None, skip_invalid: bool = False) -> LoadResult:
     """The tournament's list of {topic?, question, choices: ["A) …"] | {"A": …}, answer, explanation?}."""
     result = LoadResult([])
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise BadInputError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-    if isinstance(data, dict) and isinstance(data.get("questions"), list):
-        data = data["questions"]
-    if not isinstance(data, list):
-        raise BadInputError(f"{path}: expected a JSON list of questions")
+    data = as_bad_input(read_question_list)(Path(path), "question file")
     for n, row in enumerate(data, 1):
         where = f"{path}: item {n}"
         try:
@@ -102,6 +97,8 @@ def load_questions(path: Path, domain: str | None = None, skip_invalid: bool = F
     loader = LOADERS.get(path.suffix.lower())
     if loader is None:
         raise BadInputError(f"{path}: unknown question format {path.suffix!r}; use .jsonl, .csv (MMLU style) or .json (tournament list)")
+    if path.stat().st_size > limits.MAX_BYTES:
+        raise BadInputError(f"question file {path} is over the {limits.MAX_BYTES >> 20} MiB limit; split it")
     try:
         result = loader(path, domain, skip_invalid)
     except UnicodeDecodeError as exc:

@@ -84,6 +84,19 @@ def embedded_base(name: str, log=lambda msg: print(msg, file=sys.stderr)) -> Pat
     return target
 
 
+def check_adapters_fit(base: str, adapters: Mapping[str, Path]) -> None:
+    """Each adapter read and checked against the base's weight shapes (safetensors headers) before the base is
+    loaded: a misfit is one line in a second, not a PEFT traceback after the load. A hub id is checked when loaded."""
+    from tiesmerge.adapters.base_fit import check_reader_fits
+    from tiesmerge.adapters.reader import AdapterReader
+
+    folder = embedded_base(base) if base in EMBEDDED else Path(base).expanduser()
+    for name, path in adapters.items():
+        reader = AdapterReader(Path(path), name)
+        if folder.is_dir():
+            check_reader_fits(reader, folder, f"adapter {name!r} ({path})")
+
+
 def load_base(base: str, *, dtype: str = "auto", device: str = "auto", load_in_4bit: bool = False):
     """(model, tokenizer) from a local folder, a hub id, or an embedded name; eval mode, no grad needed."""
     require(Extra.eval, "loading a base model")

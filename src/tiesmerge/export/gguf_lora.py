@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from tiesmerge.adapters.reader import AdapterReader
-from tiesmerge.atomic import disk_error
+from tiesmerge.atomic import check_name_length, disk_error, refuse_overlap, user_path
 from tiesmerge.errors import BadInputError
 
 ARCHS = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2"}  # HF model_type → llama.cpp architecture
@@ -31,6 +31,7 @@ class GgufExport:
     rank: int
     arch: str
     tensors: int
+    base: Path | None = None  # the base folder whose config.json gave the architecture
 
 
 def llama_permute(w: torch.Tensor, n_head: int, n_head_kv: int | None = None) -> torch.Tensor:
@@ -52,18 +53,34 @@ def base_config(base: Path) -> dict:
     return cfg
 
 
-def export_gguf(adapter: Path, base: Path, out: Path, *, force: bool = False) -> GgufExport:
+def base_folder(reader: AdapterReader, base: Path | None, log=None) -> Path:
+    """--base, or else the adapter's base_model_name_or_path when that is a local folder with a config.json."""
+    if base is not None:
+        return Path(base)
+    named = reader.settings.base_model
+    if named and Path(named).expanduser().is_dir() and (Path(named).expanduser() / "config.json").is_file():
+        if log is not None:
+            log(f"using the adapter's base_model_name_or_path {named} for the architecture (pass --base to override)")
+        return Path(named).expanduser()
+    raise BadInputError(f"--to gguf needs --base, the base model's local folder (for its architecture): the "
+                        f"adapter's base_model_name_or_path ({named!r}) is not a local model folder")
+
+
+def export_gguf(adapter: Path, base: Path | None, out: Path, *, force: bool = False, log=None) -> GgufExport:
     import gguf
     import numpy as np
 
     reader = AdapterReader(adapter, "adapter")
+    base = base_folder(reader, base, log)
+    refuse_overlap(out, {"the input adapter": adapter, "the base model": base}, "write the .gguf elsewhere")
     if any(e.embedding for e in reader.modules.values()) or reader.passthrough:
         raise BadInputError("the GGUF export takes LoRA on linear layers only; export a full model with --to model")
     cfg = base_config(base)
     arch = ARCHS[cfg["model_type"]]
     names = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, arch.upper()), int(cfg["num_hidden_layers"]))
     rank = max(e.rank for e in reader.modules.values())
-    out = Path(out).expanduser().absolute()
+    out = user_path(out, "output").absolute()
+    check_name_length(out)
     if out.is_dir():
         raise BadInputError(f"output {out} is a folder; the GGUF export writes one file (e.g. -o merged-lora.gguf)")
     if out.exists() and not force:
@@ -107,4 +124,4 @@ def export_gguf(adapter: Path, base: Path, out: Path, *, force: bool = False) ->
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return GgufExport(out, rank, arch, count)
+    return GgufExport(out, rank, arch, count, base)

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 
+from tiesmerge.adapters.base_fit import check_reader_fits
 from tiesmerge.adapters.reader import AdapterReader
 from tiesmerge.adapters.safetensors_file import SafetensorsFile, SafetensorsFormatError
 from tiesmerge.adapters.writer import StreamingSafetensorsWriter
-from tiesmerge.atomic import atomic_output_dir, ensure_free_space
+from tiesmerge.atomic import atomic_output_dir, ensure_free_space, refuse_overlap
 from tiesmerge.errors import BadInputError
 
 
@@ -55,6 +56,8 @@ def export_model(adapter: Path, base: Path, out: Path, *, force: bool = False, p
     saved_base = {k.removeprefix("base_model.model.").removesuffix(".base_layer.weight"): k for k in reader.passthrough}
     base = Path(base)
     shards = base_shards(base)
+    refuse_overlap(out, {"the input adapter": adapter, "the base model": base}, "write the model to a new folder")
+    check_reader_fits(reader, base, "adapter")
     ensure_free_space(Path(out).absolute().parent, sum(s.stat().st_size for s in shards), "the full model")
     wanted = {f"{name}.weight": name for name in reader.modules}
     folded = 0
@@ -67,8 +70,7 @@ def export_model(adapter: Path, base: Path, out: Path, *, force: bool = False, p
                 source = SafetensorsFile(shard)
             except (SafetensorsFormatError, OSError) as exc:
                 raise BadInputError(f"--base {base}: cannot read {shard.name} ({exc})") from None
-            writer = StreamingSafetensorsWriter(tmp / shard.name, metadata={"format": "pt"})
-            try:
+            with StreamingSafetensorsWriter(tmp / shard.name, metadata={"format": "pt"}) as writer:
                 for key in source.keys():
                     tensor = source.get_tensor(key)
                     name = wanted.get(key) or wanted.get(key.removeprefix("model.")) or wanted.get(f"model.{key}")
@@ -87,10 +89,6 @@ def export_model(adapter: Path, base: Path, out: Path, *, force: bool = False, p
                         tensor = (tensor.float() + delta).to(tensor.dtype)
                         folded += 1
                     writer.add(key, tensor)
-            except BaseException:
-                writer.abort()
-                raise
-            writer.close()
             if progress:
                 progress(i + 1, len(shards), shard.name)
         if folded != len(wanted):

@@ -17,7 +17,7 @@ import torch
 
 from tiesmerge.adapters.reader import AdapterReader
 from tiesmerge.adapters.writer import StreamingSafetensorsWriter, leaf_names
-from tiesmerge.atomic import atomic_output_dir
+from tiesmerge.atomic import atomic_output_dir, refuse_overlap
 from tiesmerge.errors import BadInputError
 
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -54,12 +54,12 @@ def check_for_vllm(reader: AdapterReader) -> None:
 
 def export_vllm(adapter: Path, out: Path, *, force: bool = False, progress=None) -> VllmExport:
     reader = AdapterReader(adapter, "adapter")
+    refuse_overlap(out, {"the input adapter": adapter}, "write the export to a separate folder")
     check_for_vllm(reader)
     rank = vllm_rank(max(e.rank for e in reader.modules.values()))
     names = list(reader.modules)
     with atomic_output_dir(out, force) as tmp:
-        writer = StreamingSafetensorsWriter(tmp / "adapter_model.safetensors", metadata={"format": "pt"})
-        try:
+        with StreamingSafetensorsWriter(tmp / "adapter_model.safetensors", metadata={"format": "pt"}) as writer:
             for done, name in enumerate(names):
                 entry = reader.modules[name]
                 a, b = reader.factors(name)
@@ -71,10 +71,6 @@ def export_vllm(adapter: Path, out: Path, *, force: bool = False, progress=None)
                 writer.add(entry.b_key, b_pad.to(entry.dtype))
                 if progress:
                     progress(done + 1, len(names), name)
-        except BaseException:
-            writer.abort()
-            raise
-        writer.close()
         cfg = dict(reader.settings.raw)
         cfg.update({"r": rank, "lora_alpha": rank, "use_rslora": False, "rank_pattern": {}, "alpha_pattern": {},
                     "target_modules": leaf_names(names)})

@@ -19,7 +19,7 @@ import torch
 from tiesmerge import __version__
 from tiesmerge.adapters.card import model_card
 from tiesmerge.adapters.writer import StreamingSafetensorsWriter, lora_config
-from tiesmerge.atomic import atomic_output_dir, check_output_dir, ensure_free_space
+from tiesmerge.atomic import atomic_output_dir, check_output_dir, ensure_free_space, refuse_overlap
 from tiesmerge.errors import BadInputError
 from tiesmerge.merge.job import MergeJob, output_bytes
 from tiesmerge.merge.module import merge_module
@@ -48,8 +48,7 @@ def run(job: MergeJob, out_dir: Path, *, force: bool = False, device: torch.devi
     # the inputs' sha256 (for the report) in a background thread: hashing releases the GIL, and reading every input
     # file once more costs seconds at 72B sizes that would otherwise add to the merge
     with InputDigests(job) as digests, atomic_output_dir(Path(out_dir), force) as tmp:
-        writer = StreamingSafetensorsWriter(tmp / "adapter_model.safetensors", metadata={"format": "pt"})
-        try:
+        with StreamingSafetensorsWriter(tmp / "adapter_model.safetensors", metadata={"format": "pt"}) as writer:
             for done, module in enumerate(modules):
                 fac, report = merge_module(job, module, device)
                 writer.add(module.a_key, fac.A.to(job.out_dtype))
@@ -59,10 +58,6 @@ def run(job: MergeJob, out_dir: Path, *, force: bool = False, device: torch.devi
                     progress(done + 1, len(modules), module.name)
             for key, holder in job.plan.passthrough:
                 writer.add(key, job.readers[holder].tensor(key))
-        except BaseException:
-            writer.abort()
-            raise
-        writer.close()
         write_metadata(job, tmp, reports, device, time.perf_counter() - start, command, digests)
     seconds = time.perf_counter() - start
     return MergeResult(Path(out_dir), tuple(reports), summarize(reports), seconds)
@@ -97,12 +92,9 @@ class InputDigests:
 
 def check_output_path(job: MergeJob, out_dir: Path) -> None:
     """Refuse an output that is, or lies inside, or contains an input adapter (--force would delete it)."""
-    target = out_dir.resolve()
-    for reader in job.readers:
-        src = reader.path.resolve()
-        if target == src or src in target.parents or target in src.parents:
-            raise BadInputError(f"output {out_dir} overlaps input adapter {reader.name!r} ({reader.path}); "
-                                "write the merge to a separate directory")
+    inputs = {f"input adapter {r.name!r}": r.path for r in job.readers}
+    inputs |= {f"the statistics of {a.name!r}": a.statistics for a in job.recipe.adapters}
+    refuse_overlap(out_dir, inputs, "write the merge to a separate directory")
 
 
 def write_metadata(job: MergeJob, tmp: Path, reports: list[ModuleReport], device: torch.device,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from tiesmerge.adapters.compat import ModulePlan
+from tiesmerge.errors import BadInputError
 from tiesmerge.merge import refactor
 from tiesmerge.merge.chunked import ThresholdTable
 from tiesmerge.merge.core import core_space, from_core
@@ -100,19 +101,32 @@ def in_full_space(job: MergeJob, module: ModulePlan, params: MethodParams, devic
     return refactor.from_dense(out.delta, job.rank), out.stats, merged_density
 
 
+class NonFiniteMerge(BadInputError):
+    """A module whose merge overflowed: never written as an output."""
+
+    def __init__(self, module: str, what: str):
+        super().__init__(f"module {module}: {what} — the adapters' scales × weights × lambda overflow float32; "
+                         "check lora_alpha, the weights and lambda (nothing was written)")
+
+
 def merge_module(job: MergeJob, module: ModulePlan, device: torch.device,
                  cache: ModuleCache | None = None) -> tuple[refactor.Factorization, ModuleReport]:
     """Merge one module over the adapters that hold it and factor the result back to LoRA.
     `cache` (methods with a factor kernel) reuses the module's factors and trim limits across calls."""
     params = job.params_for(module)
-    if job.recipe.space is Space.core:
-        fac, stats, merged_density = in_core_space(job, module, params, device)
-    elif job.spec.statistics is not None:
-        fac, stats, merged_density = calibrated(job, module, params, device)
-    elif job.spec.linear:
-        fac, stats, merged_density = linear_concat(job, module, params, device)
-    else:
-        fac, stats, merged_density = in_full_space(job, module, params, device, cache)
+    try:
+        if job.recipe.space is Space.core:
+            fac, stats, merged_density = in_core_space(job, module, params, device)
+        elif job.spec.statistics is not None:
+            fac, stats, merged_density = calibrated(job, module, params, device)
+        elif job.spec.linear:
+            fac, stats, merged_density = linear_concat(job, module, params, device)
+        else:
+            fac, stats, merged_density = in_full_space(job, module, params, device, cache)
+    except torch.linalg.LinAlgError as exc:
+        raise NonFiniteMerge(module.name, f"the factorization failed ({str(exc).split(':')[0]})") from None
+    if not (torch.isfinite(fac.A).all() and torch.isfinite(fac.B).all()):
+        raise NonFiniteMerge(module.name, "the merged factors are NaN or infinite")
     stats = stats or MergeStats()
     report = ModuleReport(
         name=module.name,

@@ -8,11 +8,37 @@ from typing import Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tiesmerge.atomic import user_path
 from tiesmerge.merge.registry import get as get_method
 from tiesmerge.merge.spec import Param
 from tiesmerge.merge.types import Method, RankMode, SignRule, Space, SvdMode
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, use_enum_values=False, allow_inf_nan=False)
+
+
+# |λ| and |weight| above this scale ΔW by more than any merge needs and overflow float32 near 1e38.
+MAX_COEFFICIENT = 1e4
+
+
+def _no_bools(model: type[BaseModel], data: Any) -> Any:
+    """Refuse a YAML/JSON boolean where a number is expected: `rank: true` would otherwise become rank 1 and
+    `weight: false` weight 0 (pydantic's lax mode converts them)."""
+    if not isinstance(data, dict):
+        return data
+    for key, value in data.items():
+        name = "lam" if key == "lambda" else key
+        info = model.model_fields.get(name)
+        if isinstance(value, bool) and info is not None and "bool" not in str(info.annotation):
+            raise ValueError(f"{key}: expected a number{' or a word' if name == 'rank' else ''}, got {value!r}")
+    return data
+
+
+def check_coefficient(value: float, what: str) -> float:
+    """A finite λ or weight within ±MAX_COEFFICIENT (ValueError otherwise)."""
+    if abs(value) > MAX_COEFFICIENT:
+        raise ValueError(f"{what} {value:g} is outside ±{MAX_COEFFICIENT:g}: it would overflow the merged ΔW "
+                         "(float32 tops out near 3e38); use a value on the scale of the adapters' weights")
+    return value
 
 
 def _density_from_trim(data: Any) -> Any:
@@ -56,7 +82,12 @@ class MergeParameters(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _trim_to_density(cls, data: Any) -> Any:
-        return _density_from_trim(data)
+        return _density_from_trim(_no_bools(cls, data))
+
+    @field_validator("lam")
+    @classmethod
+    def _lamcheck_coefficient(cls, v: float) -> float:
+        return check_coefficient(v, "lambda")
 
 
 class AdapterEntry(BaseModel):
@@ -73,10 +104,15 @@ class AdapterEntry(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _defaults(cls, data: Any) -> Any:
-        data = _density_from_trim(data)
+        data = _density_from_trim(_no_bools(cls, data))
         if isinstance(data, dict) and not data.get("name") and data.get("path"):
             data = {**data, "name": Path(str(data["path"])).name}
         return data
+
+    @field_validator("weight")
+    @classmethod
+    def _weightcheck_coefficient(cls, v: float) -> float:
+        return check_coefficient(v, "weight")
 
 
 class OutputSpec(BaseModel):
@@ -95,6 +131,18 @@ class OutputSpec(BaseModel):
     svd: SvdMode = Field(
         SvdMode.auto, description="SVD used to truncate: exact (economy), randomized, or auto by matrix size"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strict(cls, data: Any) -> Any:
+        return _no_bools(cls, data)
+
+    def unused(self) -> list[str]:
+        """Notes for settings this output does not read (energy / max_rank apply to rank auto only)."""
+        if self.rank_mode is RankMode.auto:
+            return []
+        given = sorted(self.model_fields_set & {"energy", "max_rank"})
+        return [f"{k} applies only with rank auto; ignored with rank {self.rank}" for k in given]
 
     @property
     def rank_mode(self) -> RankMode:
@@ -150,6 +198,7 @@ class Recipe(BaseModel):
     def resolved(self, base_dir: Path) -> "Recipe":
         """A copy whose relative adapter paths are resolved against `base_dir`."""
         def here(p: Path) -> Path:
+            p = user_path(p, "adapter path") if str(p).startswith("~") else p
             return _resolve(p if p.is_absolute() else base_dir / p)
 
         adapters = [a.model_copy(update={

@@ -20,6 +20,7 @@ from .answer import AnswerAgent
 from .bank import FallbackBank
 from .config import ANSWER_LIMIT_S, QUESTION_LIMIT_S, AgentsConfig, load_agents_config
 from .errors import AgentInputError
+from .limits import read_question_list, read_text
 from .loader import AgentModel, load_agent_model
 from .question import QuestionAgent
 from .quiet import quiet_libraries
@@ -73,19 +74,7 @@ def report_path(output: Path) -> Path:
 
 
 def read_entries(path: Path) -> list:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AgentInputError(f"--input_file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AgentInputError(f"--input_file {path} cannot be read: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise AgentInputError(f"--input_file {path} is not JSON ({exc}); it must be a JSON list of questions") from None
-    if isinstance(data, dict) and isinstance(data.get("questions"), list):
-        data = data["questions"]
-    if not isinstance(data, list):
-        raise AgentInputError(f"--input_file {path} holds a JSON {type(data).__name__}; it must be a list of questions")
-    return data
+    return read_question_list(path, "--input_file")
 
 
 def timing_summary(kind: str, times: Sequence[float], limit: float) -> str:
@@ -154,14 +143,11 @@ def answer_main(argv: Sequence[str] | None = None, default_config: Path | None =
 
 def read_topics(path: Path) -> tuple[str, ...]:
     """A JSON list of topics, or one topic per line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AgentInputError(f"--topics_file {path} cannot be read: {exc}") from None
+    text = read_text(path, "--topics_file")
     try:
         data = json.loads(text)
         topics = data if isinstance(data, list) else None
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         topics = [line.strip() for line in text.splitlines()]
     topics = [t.strip() for t in topics or [] if isinstance(t, str) and t.strip()]
     if not topics:

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from . import limits
 from .errors import AgentInputError
 
 ANSWER_LIMIT_S = 6.0
@@ -173,12 +174,7 @@ TOURNAMENT_KEYS = {"max_new_tokens": "max_new_tokens", "max_tokens": "max_new_to
 
 
 def read_yaml(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AgentInputError(f"cannot read {path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise AgentInputError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    data = limits.read_yaml(path, "settings file")
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -82,9 +82,13 @@ def make_question(text: object, choices: object, answer: object, domain: object 
     letter = _answer_letter(answer, clean)
     if letter is None:
         raise InvalidQuestion(f"answer must be one of A, B, C, D, an index 0-3, or a choice's text (got {answer!r})")
+    if qid is not None and (isinstance(qid, bool) or not isinstance(qid, (str, int))):
+        raise InvalidQuestion(f"id must be a string or an integer, got {type(qid).__name__} {qid!r}")
+    if domain is not None and not isinstance(domain, str):
+        raise InvalidQuestion(f"domain must be a string, got {type(domain).__name__} {domain!r}")
     text = text.strip()
     tup = tuple(clean)
-    dom = str(domain).strip() if domain not in (None, "") else "default"
+    dom = domain.strip() if domain else "default"
     return Question(id=str(qid) if qid not in (None, "") else question_id(text, tup), question=text, choices=tup,
                     answer=letter, domain=dom)
 

@@ -12,9 +12,10 @@ from typing import Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tiesmerge.errors import BadInputError
-from tiesmerge.merge.recipe import AdapterEntry
+from tiesmerge.errors import BadInputError, as_bad_input
+from tiesmerge.merge.recipe import AdapterEntry, check_coefficient
 from tiesmerge.merge.types import Method, SignRule, Space
+from tiesmerge.portable import limits
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
@@ -69,8 +70,22 @@ class SweepConfig(BaseModel):
     eval: EvalSpec = Field(default_factory=EvalSpec)
     device: str = Field("auto", description="merge device: cpu, cuda or auto")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bools(cls, data: Any) -> Any:
+        """`rank: [true]` or `lambda: [false]` are typos, not 1 and 0 (pydantic's lax mode would convert them)."""
+        if isinstance(data, dict):
+            for key in ("density", "lambda", "lam", "rank"):
+                values = data.get(key)
+                if isinstance(values, list) and any(isinstance(v, bool) for v in values):
+                    raise ValueError(f"{key}: expected numbers{' (or auto / full)' if key == 'rank' else ''}, "
+                                     f"got {values!r}")
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> "SweepConfig":
+        for v in self.lam:
+            check_coefficient(v, "lambda")
         for d in self.density:
             if not 0 < d <= 1:
                 raise ValueError(f"density {d} is outside (0, 1]")
@@ -110,10 +125,7 @@ def load_sweep_config(source: str | Path) -> SweepConfig:
         path = Path(text)
         if not path.is_file():
             raise BadInputError(f"sweep config {path} does not exist; pass a YAML file or a preset ({', '.join(PRESETS)})")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise BadInputError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raw = as_bad_input(limits.read_yaml)(path, "sweep config")
         root = path.resolve().parent
     if not isinstance(raw, dict):
         raise BadInputError(f"sweep config {source} must be a YAML mapping")

@@ -65,37 +65,33 @@ def merge_points(cfg: SweepConfig, points: Sequence[Point], adapters: Sequence[A
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         tmps = {p.key: stack.enter_context(atomic_output_dir(folder_of(p), force=True)) for p in points}
-        writers = {k: StreamingSafetensorsWriter(t / "adapter_model.safetensors", metadata={"format": "pt"})
+        # writers exit before the output folders (LIFO): each file is written whole, or removed on any failure
+        writers = {k: stack.enter_context(StreamingSafetensorsWriter(t / "adapter_model.safetensors",
+                                                                     metadata={"format": "pt"}))
                    for k, t in tmps.items()}
-        try:
-            for done, module in enumerate(modules):
-                cache = ModuleCache(first, module, device)  # factors read once, one selection per density
-                shared: dict[str, tuple] = {}
-                for p in points:
-                    job = jobs[p.key]
-                    group = lam_group(p)
-                    if group is None:
-                        fac, report = merge_module(job, module, device, cache)
-                    else:
-                        if group not in shared:
-                            shared[group] = merge_module(unit_jobs[group], module, device, cache)
-                        fac, report = scale_by_lambda(*shared[group], p.lam)
-                    writers[p.key].add(module.a_key, fac.A.to(job.out_dtype))
-                    writers[p.key].add(module.b_key, fac.B.to(job.out_dtype))
-                    reports[p.key].append(report)
-                del cache, shared
-                if progress:
-                    progress(done + 1, len(modules), module.name)
+        for done, module in enumerate(modules):
+            cache = ModuleCache(first, module, device)  # factors read once, one selection per density
+            shared: dict[str, tuple] = {}
             for p in points:
-                for key, holder in first.plan.passthrough:
-                    writers[p.key].add(key, first.readers[holder].tensor(key))
-        except BaseException:
-            for w in writers.values():
-                w.abort()
-            raise
+                job = jobs[p.key]
+                group = lam_group(p)
+                if group is None:
+                    fac, report = merge_module(job, module, device, cache)
+                else:
+                    if group not in shared:
+                        shared[group] = merge_module(unit_jobs[group], module, device, cache)
+                    fac, report = scale_by_lambda(*shared[group], p.lam)
+                writers[p.key].add(module.a_key, fac.A.to(job.out_dtype))
+                writers[p.key].add(module.b_key, fac.B.to(job.out_dtype))
+                reports[p.key].append(report)
+            del cache, shared
+            if progress:
+                progress(done + 1, len(modules), module.name)
+        for p in points:
+            for key, holder in first.plan.passthrough:
+                writers[p.key].add(key, first.readers[holder].tensor(key))
         seconds = time.perf_counter() - start
         for p in points:
-            writers[p.key].close()
             write_metadata(jobs[p.key], tmps[p.key], reports[p.key], device, seconds / len(points),
                             f"tiesmerge sweep (point {p.key})")
     return {p.key: summarize(reports[p.key]) for p in points}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tiesmerge.atomic import atomic_output_dir
+from tiesmerge.atomic import atomic_output_dir, check_output_dir, refuse_overlap
 from tiesmerge.devices import resolve_device
 from tiesmerge.errors import BadInputError
 from tiesmerge.eval.questions import Question
@@ -86,6 +86,11 @@ def run_sweep(cfg: SweepConfig, out: Path, *, executor: str = "local", ray_addre
     if executor not in EXECUTORS:
         raise BadInputError(f"--executor {executor!r} is unknown; use {' or '.join(EXECUTORS)}")
     seconds: dict[str, float] = {}
+    inputs = {f"adapter {a.name!r}": a.path for a in cfg.adapters} if isinstance(cfg.adapters, list) else {}
+    inputs |= {f"question file {d}": f for d, f in {**cfg.eval.validation, **cfg.eval.test}.items()}
+    inputs |= {"the base model": cfg.base} if Path(cfg.base).is_dir() else {}
+    check_output_dir(out, force=True)
+    refuse_overlap(out, inputs, "write the sweep to a separate folder")
     store = SweepStore(out, cfg, force=force)
     adapters = resolve_adapters(cfg, progress, log, preset_trainer)
     specialist_of = {a.domain or a.name: a.name for a in adapters}
