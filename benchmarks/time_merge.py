@@ -54,11 +54,11 @@ def main() -> None:
     rank = int(args.rank) if args.rank.isdigit() else args.rank
     data = {"method": args.method, "space": args.space, "adapters": [{"path": str(inputs / f"a{i}"), "weight": 1 / args.adapters}
                                                   for i in range(args.adapters)], "output": {"rank": rank}}
+    from tiesmerge.merge.params import DENSITY
     from tiesmerge.merge.registry import get as get_method
-    from tiesmerge.merge.spec import Param
     from tiesmerge.merge.types import Method
 
-    if Param.density in get_method(Method(args.method)).parameters:  # the method's own rule, not a name test
+    if DENSITY in get_method(Method(args.method)).parameters:  # the method's own rule, not a name test
         data["parameters"] = {"density": args.density}
     job = prepare(recipe_from_dict(data, "bench", work))
     dev = resolve_device(args.device)

@@ -47,8 +47,8 @@ MERGEKIT_CASES = [
 def test_mergekit_family_equals_direct_mergekit_call(method, extra):
     d = _deltas(seed=3)
     weights = (0.3, 0.5, 0.2)
-    p = MethodParams(weights=weights, densities=(extra["density"],) * 3, gamma=extra.get("gamma"),
-                     epsilon=extra.get("epsilon"), seed=1234)
+    p = MethodParams(weights=weights, densities=(extra["density"],) * 3, seed=1234,
+                     options={k: v for k, v in extra.items() if k in ("gamma", "epsilon")})
     got = get(method).dense(d, p).delta
     params = {"weight": list(weights), "density": [extra["density"]] * 3, "lambda": 1.0}
     params.update({k: [v] * 3 for k, v in extra.items() if k in ("gamma", "epsilon")})

@@ -29,7 +29,8 @@ def adapters(seed: int, ranks=(3, 5, 2)):
 
 
 def params(n, off=1.0, lam=1.0, weights=None):
-    return MethodParams(weights=tuple(weights or [1.0] * n), densities=(1.0,) * n, lam=lam, off_diagonal=off)
+    return MethodParams(weights=tuple(weights or [1.0] * n), densities=(1.0,) * n, lam=lam,
+                        options={} if off is None else {"off_diagonal": off})
 
 
 def paper(deltas, grams, a, weights):

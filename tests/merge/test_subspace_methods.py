@@ -26,7 +26,8 @@ def lora_stack(seed, t=2, m=16, n=16, r=8):
 
 
 def params(t, **kw):
-    return MethodParams(weights=(1.0,) * t, densities=(kw.pop("density", 1.0),) * t, **kw)
+    options = {k: kw.pop(k) for k in ("common_fraction",) if k in kw}  # a method's own parameter
+    return MethodParams(weights=(1.0,) * t, densities=(kw.pop("density", 1.0),) * t, options=options, **kw)
 
 
 # -- fusion-bench references (dense; full-rank cases, where its assumptions hold) ----------------
@@ -131,7 +132,7 @@ def test_core_space_equals_the_dense_computation(method):
     ranks = (4, 6, 3)
     bs = [torch.randn(40, r, generator=gen) for r in ranks]
     as_ = [torch.randn(r, 48, generator=gen) / 5 for r in ranks]
-    p = MethodParams(weights=(0.5, 1.0, 0.8), densities=(1.0,) * 3, lam=0.9, common_fraction=0.5)
+    p = MethodParams(weights=(0.5, 1.0, 0.8), densities=(1.0,) * 3, lam=0.9, options={"common_fraction": 0.5})
     dense = get(method).dense(torch.stack([b @ a for b, a in zip(bs, as_)]), p).delta
     space = core_space(bs, as_)
     core = space.u_b @ get(method).dense(space.cores, p).delta @ space.v_a.T

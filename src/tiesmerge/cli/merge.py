@@ -20,11 +20,12 @@ from tiesmerge.devices import resolve_device
 from tiesmerge.errors import BadInputError
 from tiesmerge.merge import driver
 from tiesmerge.merge.job import describe, prepare
-from tiesmerge.merge.recipe import AdapterEntry, MergeParameters, OutputSpec, Recipe
+from tiesmerge.merge.params import DENSITY, LAMBDA, SEED, SIGN
+from tiesmerge.merge.recipe import AdapterEntry, OutputSpec, Recipe
 from tiesmerge.merge.registry import get as get_method
 from tiesmerge.merge.types import Method, SignRule, Space
 
-P, O, A, R = MergeParameters, OutputSpec, AdapterEntry, Recipe
+O, A, R = OutputSpec, AdapterEntry, Recipe
 
 
 def parse_adapter_flag(spec: str) -> dict[str, Any]:
@@ -56,7 +57,7 @@ def _rank_value(rank: str) -> Any:
 def _drop_inapplicable(data: dict[str, Any], method: str) -> list[str]:
     """When --method replaces the recipe's method, drop the recipe parameters the new one does not read."""
     try:
-        reads = {p.value for p in get_method(Method(method)).parameters}
+        reads = {p.name for p in get_method(Method(method)).parameters}
     except ValueError:
         return []  # an unknown method: validation reports it
     reads |= {"trim"} if "density" in reads else set()
@@ -202,11 +203,11 @@ def merge(
     adapter: List[str] = typer.Option([], "--adapter", help="NAME=PATH[:WEIGHT], repeat per adapter (instead of a recipe)"),
     method: Optional[Method] = typer.Option(None, "--method", help=field_help(R, "method")),
     space: Optional[Space] = typer.Option(None, "--space", help=field_help(R, "space")),
-    density: Optional[float] = typer.Option(None, "--density", help=field_help(P, "density")),
+    density: Optional[float] = typer.Option(None, "--density", help=DENSITY.help),
     trim: Optional[float] = typer.Option(None, "--trim", help="share of smallest entries dropped (density = 1 - trim)"),
-    lam: Optional[float] = typer.Option(None, "--lambda", help=field_help(P, "lam")),
-    sign: Optional[SignRule] = typer.Option(None, "--sign", help=field_help(P, "sign")),
-    seed: Optional[int] = typer.Option(None, "--seed", help=field_help(P, "seed")),
+    lam: Optional[float] = typer.Option(None, "--lambda", help=LAMBDA.help),
+    sign: Optional[SignRule] = typer.Option(None, "--sign", help=SIGN.help),
+    seed: Optional[int] = typer.Option(None, "--seed", help=SEED.help),
     rank: Optional[str] = typer.Option(None, "--rank", help=field_help(O, "rank")),
     energy: Optional[float] = typer.Option(None, "--energy", help=field_help(O, "energy")),
     max_rank: Optional[int] = typer.Option(None, "--max-rank", help=field_help(O, "max_rank")),

@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tiesmerge.cli.common import guarded
-from tiesmerge.merge.registry import REGISTRY
+from tiesmerge.merge.registry import REGISTRY, known_parameters
 
 
 @guarded
@@ -17,6 +17,10 @@ def methods(ctx: typer.Context) -> None:
     for col in ("method", "what it does", "parameters", "runs", "reference"):
         table.add_column(col, overflow="fold")
     for spec in REGISTRY.values():
-        table.add_row(spec.method.value, spec.summary, ", ".join(p.value for p in spec.parameters), spec.runs,
+        table.add_row(spec.method.value, spec.summary, ", ".join(p.name for p in spec.parameters), spec.runs,
                       spec.reference)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    console.print("\nparameters (recipe `parameters:`; type, range, default):", soft_wrap=True)
+    for definition in known_parameters().values():
+        console.print(f"  {definition.describe()}", soft_wrap=True, markup=False)

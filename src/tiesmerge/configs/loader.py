@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if p not in ("function-after",))
         msg = err["msg"].removeprefix("Value error, ")
+        key = re.match(r"^([A-Za-z_]\w*): ", msg)
+        if key and loc and not loc.endswith(key[1]):  # a model-level check naming its key: parameters.density: …
+            loc, msg = f"{loc}.{key[1]}", msg[key.end():]
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see `tiesmerge validate --help`)"
         parts.append(f"{loc}: {msg}" if loc else msg)

@@ -12,9 +12,9 @@ from typing import Callable, Mapping
 
 from tiesmerge.cache import adapter_digest, cache_key, cached_dir
 from tiesmerge.demo.config import DemoConfig
+from tiesmerge.merge.params import DENSITY, LAMBDA, SIGN
 from tiesmerge.merge.recipe import Recipe
 from tiesmerge.merge.registry import get as get_method
-from tiesmerge.merge.spec import Param
 from tiesmerge.merge.types import Method
 from tiesmerge.progress import ProgressFactory
 
@@ -32,9 +32,9 @@ def _recipe(config: DemoConfig, adapters: Mapping[str, Path], method: str) -> Re
             "output": {"rank": ranks},
         })
     weight = 1.0 / len(adapters)
-    settings = {Param.density: config.density, Param.lam: config.lam, Param.sign: "sum"}
+    settings = {DENSITY: config.density, LAMBDA: config.lam, SIGN: "sum"}
     reads = get_method(Method(method)).parameters
-    params = {p.value: v for p, v in settings.items() if p in reads}
+    params = {p.name: v for p, v in settings.items() if p in reads}
     return Recipe.model_validate({
         "method": method,
         "parameters": params,

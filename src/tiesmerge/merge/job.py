@@ -12,6 +12,8 @@ from tiesmerge.dtypes import FLOAT_DTYPES
 from tiesmerge.errors import BadInputError
 from tiesmerge.extras import require
 from tiesmerge.merge.methods.mergekit_family import module_seed
+from tiesmerge.merge.methods.regmean import OFF_DIAGONAL
+from tiesmerge.merge.params import CORE
 from tiesmerge.merge.recipe import Recipe
 from tiesmerge.merge.refactor import RankRequest
 from tiesmerge.merge.registry import MethodSpec, get
@@ -41,12 +43,8 @@ class MergeJob:
             lam=p.lam,
             sign=p.sign,
             normalize=self.spec.resolve_normalize(p.normalize),
-            rescale=p.rescale,
-            gamma=p.gamma,
-            epsilon=p.epsilon,
-            common_fraction=p.common_fraction,
-            off_diagonal=p.off_diagonal,
             seed=module_seed(p.seed, module.name),
+            options={d.name: p.get(d) for d in self.spec.parameters if d not in CORE},
         )
 
 
@@ -104,7 +102,7 @@ def open_statistics(recipe: Recipe, readers, plan: SetPlan) -> tuple[StatisticsF
 def check_merged_with(f: StatisticsFile, recipe: Recipe) -> None:
     """RegMean++ statistics hold for the merge that produced them: the same adapters, weights, a and λ."""
     p = recipe.parameters
-    want = {"off_diagonal": 1.0 if p.off_diagonal is None else p.off_diagonal, "lambda": p.lam,
+    want = {"off_diagonal": p.get(OFF_DIAGONAL), "lambda": p.lam,
             "adapters": sorted(a.name for a in recipe.adapters),
             "weights": {a.name: a.weight for a in recipe.adapters}}
     got = f.meta.merged_with or {}
@@ -148,9 +146,8 @@ def rank_warnings(recipe: Recipe, readers, plan: SetPlan, spec: MethodSpec, rank
 def describe(job: MergeJob) -> list[str]:
     """Human-readable plan lines (used by --dry-run and validate)."""
     r = job.recipe
-    p = r.parameters.model_dump(by_alias=True, exclude_none=True)
-    reads = {q.value for q in job.spec.parameters}
-    shown = {k: (v.value if hasattr(v, "value") else v) for k, v in p.items() if k in reads}
+    values = {d.name: r.parameters.get(d) for d in job.spec.parameters}  # as given, or the declared default
+    shown = {k: (v.value if hasattr(v, "value") else v) for k, v in values.items() if v is not None}
     lines = [
         f"method: {r.method.value} ({job.spec.runs}), {r.space.value} space"
         + (f"  parameters: {shown}" if shown else ""),

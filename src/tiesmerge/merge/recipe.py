@@ -9,15 +9,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tiesmerge.atomic import user_path
+from tiesmerge.merge.params import DENSITY, LAMBDA, MAX_COEFFICIENT, NORMALIZE, SEED, SIGN, ParamDef
 from tiesmerge.merge.registry import get as get_method
-from tiesmerge.merge.spec import Param
+from tiesmerge.merge.registry import known_parameters
 from tiesmerge.merge.types import Method, RankMode, SignRule, Space, SvdMode
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, use_enum_values=False, allow_inf_nan=False)
-
-
-# |λ| and |weight| above this scale ΔW by more than any merge needs and overflow float32 near 1e38.
-MAX_COEFFICIENT = 1e4
 
 
 def _no_bools(model: type[BaseModel], data: Any) -> Any:
@@ -57,37 +54,60 @@ def _density_from_trim(data: Any) -> Any:
 
 
 class MergeParameters(BaseModel):
-    model_config = _FROZEN
+    """The recipe's `parameters:` mapping. Each key is a parameter some method declares (merge/params.py and the
+    method files): its type, range and default live there, once; which keys a method reads is checked by Recipe.
+    Read a value with `get(DEF)` (the default when not given) or the shared accessors below."""
 
-    density: float | None = Field(
-        None, gt=0, le=1,
-        description="share of each ΔW's entries kept by the trim (TIES paper k=20% is 0.2); "
-        "'trim: t' in a recipe means density 1-t. Default 1 (keep all)",
-    )
-    lam: float = Field(1.0, alias="lambda", description="λ, the scale applied to the merged ΔW")
-    sign: SignRule = Field(SignRule.sum, description="TIES sign election: sum (mass, the paper's rule) or count (majority)")
-    normalize: bool | None = Field(
-        None, description="divide by the summed weights of the agreeing adapters (TIES default true, linear methods false)"
-    )
-    rescale: bool | None = Field(None, description="DARE/DELLA: rescale kept entries to the original L1 norm")
-    gamma: float | None = Field(None, ge=0, lt=1, description="breadcrumbs: share of largest entries dropped as outliers")
-    epsilon: float | None = Field(None, gt=0, lt=1, description="DELLA: spread of keep probabilities around density")
-    common_fraction: float | None = Field(
-        None, gt=0, lt=1, description="Iso-CTS: share of the directions kept as the common subspace (default 0.8)")
-    off_diagonal: float | None = Field(
-        None, ge=0, le=1, description="RegMean: share of each Gram's off-diagonal kept, a in a·G + (1-a)·diag(G) "
-        "(default 1: the plain Gram)")
-    seed: int = Field(0, description="seed for random methods (DARE, DELLA); each module derives its own")
+    model_config = ConfigDict(frozen=True, extra="allow")
 
     @model_validator(mode="before")
     @classmethod
-    def _trim_to_density(cls, data: Any) -> Any:
-        return _density_from_trim(_no_bools(cls, data))
+    def _check_values(cls, data: Any) -> Any:
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise ValueError(f"parameters must be a mapping of name: value, got {type(data).__name__}")
+        data = _density_from_trim(dict(data))
+        if "lam" in data and "lambda" not in data:  # the Python spelling (lambda is a keyword)
+            data["lambda"] = data.pop("lam")
+        known = known_parameters()
+        out = {}
+        for key, value in data.items():
+            if key not in known:
+                raise ValueError(f"unknown parameter {key!r} (check the spelling; `tiesmerge methods` lists each "
+                                 f"method's parameters: {', '.join(sorted(known))})")
+            try:
+                out[key] = known[key].check(value)
+            except ValueError as exc:
+                raise ValueError(f"{key}: {exc}") from None
+        return out
 
-    @field_validator("lam")
-    @classmethod
-    def _lamcheck_coefficient(cls, v: float) -> float:
-        return check_coefficient(v, "lambda")
+    def given(self) -> dict[str, Any]:
+        """The parameters the recipe sets, by recipe name."""
+        return dict(self.__pydantic_extra__ or {})
+
+    def get(self, definition: ParamDef) -> Any:
+        return self.given().get(definition.name, definition.default)
+
+    @property
+    def density(self) -> float | None:
+        return self.get(DENSITY)
+
+    @property
+    def lam(self) -> float:
+        return self.get(LAMBDA)
+
+    @property
+    def sign(self) -> SignRule:
+        return self.get(SIGN)
+
+    @property
+    def normalize(self) -> bool | None:
+        return self.get(NORMALIZE)
+
+    @property
+    def seed(self) -> int:
+        return self.get(SEED)
 
 
 class AdapterEntry(BaseModel):
@@ -96,7 +116,7 @@ class AdapterEntry(BaseModel):
     name: str = Field(..., min_length=1, description="a short name for the adapter (used in reports)")
     path: Path = Field(..., description="PEFT adapter directory; relative paths resolve against the recipe's folder")
     weight: float = Field(1.0, description="the adapter's weight w_i")
-    density: float | None = Field(None, gt=0, le=1, description="per-adapter density, overriding parameters.density")
+    density: float | None = Field(None, description="per-adapter density, overriding parameters.density")
     calibration: str | None = Field(None, min_length=1, description="the adapter's own unlabeled prompts (a question or "
                                     "text file, or builtin:DOMAIN:SPLIT), for calibrate / refine / regmean")
     statistics: Path | None = Field(None, description="its input statistics file from `tiesmerge calibrate` (regmean)")
@@ -111,8 +131,13 @@ class AdapterEntry(BaseModel):
 
     @field_validator("weight")
     @classmethod
-    def _weightcheck_coefficient(cls, v: float) -> float:
+    def _weight_in_range(cls, v: float) -> float:
         return check_coefficient(v, "weight")
+
+    @field_validator("density", mode="before")
+    @classmethod
+    def _density_in_range(cls, v: Any) -> Any:
+        return DENSITY.check(v)
 
 
 class OutputSpec(BaseModel):
@@ -175,15 +200,15 @@ class Recipe(BaseModel):
         if dupes:
             raise ValueError(f"adapter names must be unique; repeated: {', '.join(dupes)}")
         spec = get_method(self.method)
-        given = {Param.of_field(k) for k in self.parameters.model_fields_set} - {Param.seed}
+        given = set(self.parameters.given()) - {SEED.name}
         densities = [d for d in [self.parameters.density, *(a.density for a in self.adapters)] if d is not None]
         if any(a.density is not None for a in self.adapters):
-            given.add(Param.density)
-        stray = sorted(p.value for p in given - set(spec.parameters))
+            given.add(DENSITY.name)
+        stray = sorted(given - {p.name for p in spec.parameters})
         if stray:
             raise ValueError(
                 f"parameter(s) {', '.join(stray)} do not apply to method {self.method.value} "
-                f"(it reads: {', '.join(p.value for p in spec.parameters)})"
+                f"(it reads: {', '.join(p.name for p in spec.parameters)})"
             )
         if self.space not in spec.spaces:
             raise ValueError(f"method {self.method.value} does not run in {self.space.value} space "

@@ -4,38 +4,18 @@ sweep, the recipe and the demo never test a method's name."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Callable, Sequence
 
 import torch
 
 from tiesmerge.extras import Extra
+from tiesmerge.merge.params import ParamDef
 from tiesmerge.merge.types import MergeOutput, Method, MethodParams, Space
 
 DenseFn = Callable[[torch.Tensor, MethodParams], MergeOutput]  # the method on a stack of dense ΔW (or cores)
 # The same method from each adapter's scaled factors (B_t · s_t, A_t) in bounded memory, never stacking ΔW;
 # `limits` are precomputed trim limits (a sweep's ThresholdTable) or None.
 FactorFn = Callable[..., MergeOutput]
-
-
-class Param(str, Enum):
-    """Recipe `parameters:` keys (and per-adapter `density`); the value is the recipe spelling."""
-
-    density = "density"
-    lam = "lambda"
-    sign = "sign"
-    normalize = "normalize"
-    rescale = "rescale"
-    gamma = "gamma"
-    epsilon = "epsilon"
-    common_fraction = "common_fraction"
-    off_diagonal = "off_diagonal"
-    seed = "seed"
-
-    @classmethod
-    def of_field(cls, name: str) -> "Param":
-        """The Param of a MergeParameters field name (`lam` is spelled `lambda` in recipes)."""
-        return cls.lam if name == "lam" else cls(name)
 
 
 @dataclass(frozen=True)
@@ -59,7 +39,8 @@ class MethodSpec:
     dense: DenseFn
     summary: str
     reference: str
-    parameters: tuple[Param, ...]  # what the method reads; any other given parameter is refused at load
+    parameters: tuple[ParamDef, ...]  # what the method reads (declared in params.py or the method's file);
+    # any other given parameter is refused at load
     default_normalize: bool = False  # used when a recipe leaves `normalize` unset
     coefficients: Callable[[MethodParams], tuple[float, ...]] | None = None  # linear: Σ c_i ΔW_i, exact by concat
     factors: FactorFn | None = None  # full space straight from the LoRA factors (chunked, bounded memory)

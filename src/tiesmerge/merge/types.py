@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any, Mapping
 
 import torch
 
@@ -65,12 +66,12 @@ class MethodParams:
     lam: float = 1.0
     sign: SignRule = SignRule.sum
     normalize: bool | None = None  # None: the method's own default
-    rescale: bool | None = None
-    gamma: float | None = None
-    epsilon: float | None = None
-    common_fraction: float | None = None
-    off_diagonal: float | None = None
     seed: int = 0
+    options: Mapping[str, Any] = field(default_factory=dict)  # the method's other parameters, by recipe name
+
+    def option(self, definition) -> Any:
+        """The value of a method's own parameter (a params.ParamDef): as given, or its declared default."""
+        return self.options.get(definition.name, definition.default)
 
 
 @dataclass

@@ -13,7 +13,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tiesmerge.errors import BadInputError, as_bad_input
-from tiesmerge.merge.recipe import AdapterEntry, check_coefficient
+from tiesmerge.merge.params import DENSITY, LAMBDA
+from tiesmerge.merge.recipe import AdapterEntry
 from tiesmerge.merge.types import Method, SignRule, Space
 from tiesmerge.portable import limits
 
@@ -84,11 +85,10 @@ class SweepConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "SweepConfig":
-        for v in self.lam:
-            check_coefficient(v, "lambda")
+        for v in self.lam:  # each grid value is checked by the parameter's own declaration
+            LAMBDA.check(v)
         for d in self.density:
-            if not 0 < d <= 1:
-                raise ValueError(f"density {d} is outside (0, 1]")
+            DENSITY.check(d)
         for r in self.rank:
             if isinstance(r, int) and r < 1:
                 raise ValueError(f"rank {r} must be >= 1, auto or full")

@@ -34,7 +34,7 @@ def grid(cfg: SweepConfig) -> list[Point]:
     """Every combination; a method that reads no density (or no λ) gets one point per remaining setting."""
     points: dict[str, Point] = {}
     for method, density, lam, rank, space in itertools.product(cfg.methods, cfg.density, cfg.lam, cfg.rank, cfg.space):
-        params = get_method(method).parameters
+        params = {d.name for d in get_method(method).parameters}  # the method's declared parameters
         p = Point(method, density if "density" in params else None, lam if "lambda" in params else 1.0, rank, space)
         points.setdefault(p.key, p)
     return list(points.values())
@@ -43,7 +43,7 @@ def grid(cfg: SweepConfig) -> list[Point]:
 def recipe_for(cfg: SweepConfig, point: Point, adapters: Sequence[AdapterEntry]) -> Recipe:
     """The recipe of `tiesmerge merge` at this point's settings."""
     params: dict = {}
-    spec = get_method(point.method).parameters
+    spec = {d.name for d in get_method(point.method).parameters}
     if point.density is not None:
         params["density"] = point.density
     if "lambda" in spec:

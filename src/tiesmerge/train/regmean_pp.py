@@ -20,7 +20,8 @@ import torch
 
 from tiesmerge.adapters.reader import AdapterReader
 from tiesmerge.cache import adapter_digest
-from tiesmerge.merge.methods.regmean import regmean_factors
+from tiesmerge.merge.methods.regmean import OFF_DIAGONAL, regmean_factors
+from tiesmerge.merge.params import LAMBDA
 from tiesmerge.merge.statistics import StatisticsMeta
 from tiesmerge.merge.types import MethodParams
 from tiesmerge.train.calibration import Prompt, PromptFormat, prompts_digest
@@ -46,7 +47,8 @@ def collect_pp(model, tokenizer, base: str, adapters: Mapping[str, Path], prompt
     names = list(adapters)
     readers = {n: AdapterReader(p, n) for n, p in adapters.items()}
     weights = {n: float(params.get("weights", {}).get(n, 1.0)) for n in names}
-    off, lam = float(params.get("off_diagonal", 1.0)), float(params.get("lambda", 1.0))
+    off = float(params.get(OFF_DIAGONAL.name, OFF_DIAGONAL.default))
+    lam = float(params.get(LAMBDA.name, LAMBDA.default))
     linears = {module_name(n): m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     targets = sorted({m for r in readers.values() for m, e in r.modules.items() if not e.embedding and m in linears},
                      key=lambda m: (block_of(m), m))
@@ -75,7 +77,7 @@ def collect_pp(model, tokenizer, base: str, adapters: Mapping[str, Path], prompt
                     bs.append(bb.float() * readers[n].modules[m].scale)
                     as_.append(a.float())
                 p = MethodParams(weights=tuple(weights[n] for n in holders), densities=(1.0,) * len(holders),
-                                 lam=lam, off_diagonal=off)
+                                 lam=lam, options={OFF_DIAGONAL.name: off})
                 bm, am = regmean_factors(bs, as_, [grams[n][m] for n in holders], p)
                 linears[m].weight.data += (bm @ am).to(linears[m].weight.dtype)
             log(f"regmean++ block {b}: {len(mods)} modules ({time.perf_counter() - start:.0f} s)")

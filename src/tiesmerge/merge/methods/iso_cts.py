@@ -15,9 +15,12 @@ from __future__ import annotations
 import torch
 
 from tiesmerge.merge.methods.subspace import polar, svd_nonzero, weighted
+from tiesmerge.merge.params import ParamDef
 from tiesmerge.merge.types import MergeOutput, MergeStats, MethodParams
 
-DEFAULT_COMMON_FRACTION = 0.8  # the paper's and fusion-bench's default
+COMMON_FRACTION = ParamDef("common_fraction", float, 0.8, "Iso-CTS: share of the directions kept as the common "
+                           "subspace (0.8: the paper's and fusion-bench's default)", 0, 1, low_open=True,
+                           high_open=True)
 
 
 def iso_cts(deltas: torch.Tensor, p: MethodParams) -> MergeOutput:
@@ -27,7 +30,7 @@ def iso_cts(deltas: torch.Tensor, p: MethodParams) -> MergeOutput:
     k = s.numel()
     if k == 0:
         return MergeOutput(torch.zeros_like(deltas[0]), MergeStats())
-    fraction = DEFAULT_COMMON_FRACTION if p.common_fraction is None else p.common_fraction
+    fraction = p.option(COMMON_FRACTION)
     common = int(k * fraction)
     specific_total = round((k - common) / n_tasks) * n_tasks  # task-specific budget divisible by T
     common = k - specific_total

@@ -22,6 +22,7 @@ import torch
 
 from tiesmerge.merge import steps
 from tiesmerge.merge.methods.subspace import svd_nonzero
+from tiesmerge.merge.params import RESCALE
 from tiesmerge.merge.types import MergeOutput, MergeStats, MethodParams
 
 
@@ -48,7 +49,7 @@ def dare(reps: torch.Tensor, p: MethodParams) -> torch.Tensor:
             continue
         keep = (torch.rand(reps[t].shape, generator=gen, dtype=torch.float64) < density).to(reps.device)
         out[t] = reps[t] * keep
-        if p.rescale is None or p.rescale:
+        if p.option(RESCALE) is None or p.option(RESCALE):
             out[t] /= density
     return out
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from tiesmerge.merge.params import EPSILON, GAMMA, RESCALE
 from tiesmerge.merge.types import MergeOutput, MergeStats, Method, MethodParams
 
 
@@ -38,11 +39,11 @@ def mergekit_method(method: Method):
 
 def mergekit_parameters(p: MethodParams) -> dict[str, Any]:
     params: dict[str, Any] = {"weight": list(p.weights), "density": list(p.densities), "lambda": p.lam}
-    for key, value in (("normalize", p.normalize), ("rescale", p.rescale)):
+    for key, value in (("normalize", p.normalize), ("rescale", p.option(RESCALE))):
         if value is not None:
             params[key] = value
-    for key, value in (("gamma", p.gamma), ("epsilon", p.epsilon)):
-        if value is not None:
+    for key, value in (("gamma", p.option(GAMMA)), ("epsilon", p.option(EPSILON))):
+        if value is not None:  # None: mergekit's own default
             params[key] = [value] * len(p.weights)
     return params
 
@@ -52,7 +53,7 @@ DELLA_EPSILON = 0.15  # mergekit's default
 
 def della_check(params, densities) -> None:
     """DELLA draws keep probabilities in density ± epsilon: that interval must lie inside (0, 1)."""
-    eps = params.epsilon if params.epsilon is not None else DELLA_EPSILON
+    eps = params.get(EPSILON) if params.get(EPSILON) is not None else DELLA_EPSILON
     for d in densities:
         if d < 1 and not (0 < d - eps and d + eps < 1):
             raise ValueError(f"DELLA needs density ± epsilon inside (0, 1); density {d}, epsilon {eps}")

@@ -16,8 +16,11 @@ from typing import Sequence
 
 import torch
 
+from tiesmerge.merge.params import ParamDef
 from tiesmerge.merge.types import MethodParams
 
+OFF_DIAGONAL = ParamDef("off_diagonal", float, 1.0, "RegMean: share of each Gram's off-diagonal kept, a in "
+                        "a·G + (1-a)·diag(G) (1: the plain Gram)", 0, 1)
 RIDGE = 1e-6  # relative to the mean diagonal of Σ G̃: keeps the solve defined for inputs of low rank
 
 
@@ -33,7 +36,7 @@ def shrink(gram: torch.Tensor, off_diagonal: float) -> torch.Tensor:
 
 
 def weighted_grams(grams: Sequence[torch.Tensor], p: MethodParams) -> list[torch.Tensor]:
-    a = 1.0 if p.off_diagonal is None else p.off_diagonal
+    a = p.option(OFF_DIAGONAL)
     return [w * shrink(g.double(), a) for w, g in zip(p.weights, grams)]
 
 
