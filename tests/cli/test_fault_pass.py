@@ -101,8 +101,8 @@ def _recipe(tmp_path, pair, *, parameters=None, output=None, weight=None) -> Pat
     ({"weight": True}, "weight: expected a number, got True"),
     ({"output": {"rank": True}}, "rank: expected a number or a word, got True"),
     ({"output": {"max_rank": True}}, "max_rank: expected a number"),
-    ({"parameters": {"seed": False}}, "seed: expected a number, got False"),
-    ({"parameters": {"density": True}}, "density: expected a number, got True"),
+    ({"parameters": {"seed": False}}, "parameters.seed: seed must be a number, got False"),
+    ({"parameters": {"density": True}}, "parameters.density: density must be a number, got True"),
 ])
 def test_absurd_or_mistyped_recipe_values_are_refused_at_load(pair, tmp_path, kw, needle):
     recipe = _recipe(tmp_path, pair, **kw)

@@ -58,7 +58,7 @@ class ParamDef:
                 raise ValueError(f"{self.name} must be true or false, got {value!r}")
             return value
         if isinstance(value, bool):
-            raise ValueError(f"{self.name}: expected a number, got {value!r}")
+            raise ValueError(f"{self.name} must be a number, got {value!r}")
         if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
             try:
                 value = float(value)
