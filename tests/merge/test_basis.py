@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from tiesmerge.merge.core import core_space, from_core, orthonormal_basis
-from tiesmerge.merge.refactor import RankRequest
+from tiesmerge.merge.core_space import core_space, from_core, orthonormal_basis
+from tiesmerge.merge.truncated_svd import RankRequest
 from tiesmerge.merge.types import RankMode
 
 pytestmark = pytest.mark.core

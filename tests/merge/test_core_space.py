@@ -12,8 +12,8 @@ from torch.testing import assert_close
 
 from tests.cli.helpers import run_cli
 from tests.conftest import peft_deltas, peft_logits
-from tiesmerge.merge.core import core_space, from_core
-from tiesmerge.merge.refactor import RankRequest
+from tiesmerge.merge.core_space import core_space, from_core
+from tiesmerge.merge.truncated_svd import RankRequest
 
 
 def _factors(seed, shapes=((40, 30), (40, 30), (40, 30)), ranks=(4, 6, 3)):

@@ -41,8 +41,8 @@ def test_a_new_parameter_flows_from_its_declaration_to_the_kernel(toy_registered
     a = write_adapter(tmp_path / "a", seed=1, r=4, alpha=8, rslora=False)
     b = write_adapter(tmp_path / "b", seed=2, r=4, alpha=8, rslora=False)
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"method: tsv\nparameters: {{power: 3, lambda: 0.5}}\nadapters:\n - {{name: a, path: a}}\n"
-                      f" - {{name: b, path: b}}\noutput: {{rank: full}}\n")
+    recipe.write_text("method: tsv\nparameters: {power: 3, lambda: 0.5}\nadapters:\n - {name: a, path: a}\n"
+                      " - {name: b, path: b}\noutput: {rank: full}\n")
     res = run_cli("merge", recipe, "-o", tmp_path / "out")
     assert res.exit_code == 0, res.stderr
     got = read_adapter(tmp_path / "out")

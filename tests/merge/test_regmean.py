@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from tiesmerge.merge.core import core_space
+from tiesmerge.merge.core_space import core_space
 from tiesmerge.merge.methods.regmean import regmean_core, regmean_factors
 from tiesmerge.merge.types import MethodParams
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from tiesmerge.merge.core import core_space
+from tiesmerge.merge.core_space import core_space
 from tiesmerge.merge.registry import get
 from tiesmerge.merge.types import Method, MethodParams, SignRule
 

@@ -15,9 +15,9 @@ from tiesmerge.merge.methods.mergekit_family import module_seed
 from tiesmerge.merge.methods.regmean import OFF_DIAGONAL
 from tiesmerge.merge.params import CORE
 from tiesmerge.merge.recipe import Recipe
-from tiesmerge.merge.refactor import RankRequest
 from tiesmerge.merge.registry import MethodSpec, get
 from tiesmerge.merge.statistics import StatisticsFile
+from tiesmerge.merge.truncated_svd import RankRequest
 from tiesmerge.merge.types import MethodParams, RankMode, Space
 
 

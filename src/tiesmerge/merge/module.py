@@ -7,9 +7,9 @@ import torch
 
 from tiesmerge.adapters.compat import ModulePlan
 from tiesmerge.errors import BadInputError
-from tiesmerge.merge import refactor
+from tiesmerge.merge import truncated_svd
 from tiesmerge.merge.chunked import ThresholdTable
-from tiesmerge.merge.core import core_space, from_core
+from tiesmerge.merge.core_space import core_space, from_core, from_factors
 from tiesmerge.merge.job import MergeJob
 from tiesmerge.merge.report import ModuleReport
 from tiesmerge.merge.types import MergeStats, MethodParams, Space
@@ -30,7 +30,7 @@ def _scaled_factors(job: MergeJob, module: ModulePlan, device: torch.device, coe
 def linear_concat(job: MergeJob, module: ModulePlan, params: MethodParams, device: torch.device):
     """Linear methods are exactly the concatenation of the weighted, scaled factors: no dense ΔW."""
     bs, as_ = _scaled_factors(job, module, device, job.spec.coefficients(params))
-    return refactor.from_factors(torch.cat(bs, 1), torch.cat(as_, 0), job.rank), None, None
+    return from_factors(torch.cat(bs, 1), torch.cat(as_, 0), job.rank), None, None
 
 
 def in_core_space(job: MergeJob, module: ModulePlan, params: MethodParams, device: torch.device):
@@ -50,7 +50,7 @@ def _grams(job: MergeJob, module: ModulePlan, device: torch.device) -> list[torc
 def calibrated(job: MergeJob, module: ModulePlan, params: MethodParams, device: torch.device):
     """A calibrated method (RegMean) from the factors and each adapter's input Gram: exact at rank Σ r_i."""
     b, a = job.spec.statistics.full(*_scaled_factors(job, module, device), _grams(job, module, device), params)
-    return refactor.from_factors(b, a, job.rank), None, None
+    return from_factors(b, a, job.rank), None, None
 
 
 class ModuleCache:
@@ -98,7 +98,7 @@ def in_full_space(job: MergeJob, module: ModulePlan, params: MethodParams, devic
         out = spec.dense(deltas, params)
         del deltas
     merged_density = float((out.delta != 0).float().mean())
-    return refactor.from_dense(out.delta, job.rank), out.stats, merged_density
+    return truncated_svd.from_dense(out.delta, job.rank), out.stats, merged_density
 
 
 class NonFiniteMerge(BadInputError):
@@ -110,7 +110,7 @@ class NonFiniteMerge(BadInputError):
 
 
 def merge_module(job: MergeJob, module: ModulePlan, device: torch.device,
-                 cache: ModuleCache | None = None) -> tuple[refactor.Factorization, ModuleReport]:
+                 cache: ModuleCache | None = None) -> tuple[truncated_svd.Factorization, ModuleReport]:
     """Merge one module over the adapters that hold it and factor the result back to LoRA.
     `cache` (methods with a factor kernel) reuses the module's factors and trim limits across calls."""
     params = job.params_for(module)

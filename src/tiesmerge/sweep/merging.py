@@ -22,9 +22,9 @@ from tiesmerge.merge.driver import write_metadata
 from tiesmerge.merge.job import prepare
 from tiesmerge.merge.module import ModuleCache, merge_module
 from tiesmerge.merge.recipe import AdapterEntry
-from tiesmerge.merge.refactor import Factorization
 from tiesmerge.merge.registry import get as get_method
 from tiesmerge.merge.report import ModuleReport, summarize
+from tiesmerge.merge.truncated_svd import Factorization
 from tiesmerge.merge.types import Space
 from tiesmerge.sweep.config import SweepConfig
 from tiesmerge.sweep.points import Point, recipe_for

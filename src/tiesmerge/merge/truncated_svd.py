@@ -1,4 +1,5 @@
-"""Back to LoRA: factor a merged ΔW as B′·A′ at a chosen rank, and report what the rank keeps.
+"""Back to LoRA by truncated SVD: factor a merged ΔW as B′·A′ at a chosen rank, and report what the rank keeps.
+(From factors without a dense ΔW: core_space.from_factors.)
 
 B′ = U_R √Σ_R and A′ = √Σ_R V_Rᵀ (the √Σ split keeps both factors at the same magnitude, which
 matters when they are stored in bf16); the output config has r = lora_alpha, so the scaling is 1.
@@ -127,19 +128,3 @@ def from_dense(delta: torch.Tensor, req: RankRequest) -> Factorization:
         u, s, vh = top_singular(delta, target)
     rank = choose_rank(s.square(), total, req, target)
     return split_factors(u, s, vh, rank, total)
-
-
-def from_factors(b: torch.Tensor, a: torch.Tensor, req: RankRequest) -> Factorization:
-    """Factor ΔW = b·a (b: d_out × K, a: K × d_in) without forming it.
-
-    `full` returns the concatenation as is (lossless). Otherwise thin QRs of b and aᵀ give
-    ΔW = Q_b (R_b R_aᵀ) Q_aᵀ, whose small K × K core has the same singular values as ΔW.
-    """
-    from tiesmerge.merge.core import core_space, from_core
-
-    space = core_space([b], [a])
-    if req.mode is RankMode.full:
-        total = float(space.cores[0].double().square().sum())
-        return Factorization(B=b.contiguous(), A=a.contiguous(), rank=b.shape[1], retained_energy=1.0, rel_error=0.0,
-                             delta_norm=math.sqrt(total))
-    return from_core(space, space.cores[0], req)

@@ -16,11 +16,12 @@ bf16's own rounding. An all-zero stack takes the Householder QR.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-from tiesmerge.merge.refactor import Factorization, RankRequest, choose_rank, split_factors
+from tiesmerge.merge.truncated_svd import Factorization, RankRequest, choose_rank, split_factors
 from tiesmerge.merge.types import RankMode
 
 RTOL = 1e-5  # directions with σ < RTOL · σ_max are dropped (their energy is below bf16 resolution)
@@ -104,3 +105,18 @@ def from_core(space: CoreSpace, merged: torch.Tensor, req: RankRequest) -> Facto
     rank = choose_rank(s.square(), total, req, cap)
     keep = min(rank, s.numel())  # map back only the kept directions (the big GEMMs shrink K/R-fold)
     return split_factors(space.basis_b.times(u[:, :keep]), s[:keep], space.basis_a.times(vh[:keep].T).T, rank, total)
+
+
+def from_factors(b: torch.Tensor, a: torch.Tensor, req: RankRequest) -> Factorization:
+    """Factor ΔW = b·a (b: d_out × K, a: K × d_in) without forming it.
+
+    `full` returns the concatenation as is (lossless). Otherwise it is core space with one adapter: the bases of
+    b and aᵀ (orthonormal_basis) give ΔW = Q_b (R_b R_aᵀ) Q_aᵀ, whose small K × K core has the singular values of
+    ΔW; from_core truncates it.
+    """
+    space = core_space([b], [a])
+    if req.mode is RankMode.full:
+        total = float(space.cores[0].double().square().sum())
+        return Factorization(B=b.contiguous(), A=a.contiguous(), rank=b.shape[1], retained_energy=1.0, rel_error=0.0,
+                             delta_norm=math.sqrt(total))
+    return from_core(space, space.cores[0], req)

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from tiesmerge.merge.refactor import RankRequest, from_dense, from_factors
+from tiesmerge.merge.core_space import from_factors
+from tiesmerge.merge.truncated_svd import RankRequest, from_dense
 
 pytestmark = pytest.mark.core
 
