@@ -74,3 +74,46 @@ def test_portable_imports_only_the_standard_library_and_the_images_packages():
                     bad.append(f"{f.name}: {name}")
     assert bad == []
     assert not [p for p in (ROOT / "portable").iterdir() if p.is_dir() and p.name != "__pycache__"]  # flat: copied as is
+
+
+def module_graph() -> dict[str, set[str]]:
+    """tiesmerge module → the tiesmerge modules it imports (at the top or inside functions)."""
+    graph: dict[str, set[str]] = {}
+    names = {".".join(f.relative_to(ROOT.parent).with_suffix("").parts).removesuffix(".__init__")
+             for f in ROOT.rglob("*.py")}
+    for f in ROOT.rglob("*.py"):
+        me = ".".join(f.relative_to(ROOT.parent).with_suffix("").parts).removesuffix(".__init__")
+        out = graph.setdefault(me, set())
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tiesmerge"):
+                for alias in node.names:
+                    sub = f"{node.module}.{alias.name}"
+                    out.add(sub if sub in names else node.module)
+            elif isinstance(node, ast.Import):
+                out |= {a.name for a in node.names if a.name.startswith("tiesmerge")}
+        out.discard(me)
+    return graph
+
+
+def test_no_import_cycles_between_modules():
+    """e.g. core_space ⇄ truncated_svd: a module that needs another's function and is needed by it is one
+    module too many or one too few."""
+    graph = module_graph()
+    cycles, state = [], {}
+
+    def visit(node, path):
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                cycles.append(" → ".join(path[path.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    # a package's __init__ importing its own submodules is not a cycle of logic
+    cycles = [c for c in cycles if not any(c.startswith(p) and c.count(p) == len(c.split(" → "))
+                                           for p in ("tiesmerge.portable",))]
+    assert cycles == []

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from tiesmerge.cli.merge import build_recipe, parse_adapter_flag
+from tiesmerge.cli.recipe_flags import build_recipe, parse_adapter_flag
 from tiesmerge.configs import load_recipe, preset_path, recipe_from_dict
 from tiesmerge.errors import BadInputError
 from tiesmerge.merge.types import Method, SignRule

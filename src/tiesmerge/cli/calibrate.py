@@ -11,7 +11,7 @@ from typing import List, Optional
 import typer
 
 from tiesmerge.cli.common import guarded, name_value_pairs
-from tiesmerge.cli.merge import build_recipe
+from tiesmerge.cli.recipe_flags import build_recipe
 from tiesmerge.errors import BadInputError
 from tiesmerge.merge.recipe import Recipe
 from tiesmerge.train.calibration import DEFAULT_SIZE, PromptFormat, load_calibration

@@ -20,10 +20,9 @@ class Checkpoint:
     def __init__(self, path: Path, key: str):
         self.path, self.key = Path(path), key
 
-    def save(self, peft_model, optim: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-        from tiesmerge.train.refine import student_state
-
-        tensors = {f"student/{k}": v for k, v in student_state(peft_model).items()}
+    def save(self, student: dict[str, torch.Tensor], optim: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+        """`student`: the trained factors by PEFT's saved key."""
+        tensors = {f"student/{k}": v for k, v in student.items()}
         tensors.update({f"best/{k}": v.contiguous() for k, v in state["best_state"].items()})
         steps = {}
         for idx, s in optim.state_dict()["state"].items():
@@ -55,13 +54,11 @@ class Checkpoint:
             finally:
                 Path(tmp).unlink(missing_ok=True)
 
-    def load(self, peft_model, optim: torch.optim.Optimizer) -> dict[str, Any] | None:
-        """The saved state (student and optimizer restored in place), or None when there is no checkpoint of
-        this run."""
+    def load(self, optim: torch.optim.Optimizer) -> dict[str, Any] | None:
+        """The saved state (the optimizer restored in place; the student's factors under "student", for the caller
+        to load), or None when there is no checkpoint of this run."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
-
-        from tiesmerge.train.refine import load_student_state
 
         try:
             meta = json.loads((self.path / STATE).read_text())
@@ -70,7 +67,6 @@ class Checkpoint:
             return None
         if not isinstance(meta, dict) or meta.get("key") != self.key:
             return None
-        load_student_state(peft_model, {k[8:]: v for k, v in tensors.items() if k.startswith("student/")})
         opt = optim.state_dict()
         restored: dict[int, dict] = {}
         for name, value in tensors.items():
@@ -82,6 +78,7 @@ class Checkpoint:
         opt["state"] = restored
         optim.load_state_dict(opt)
         meta["best_state"] = {k[5:]: v for k, v in tensors.items() if k.startswith("best/")}
+        meta["student"] = {k[8:]: v for k, v in tensors.items() if k.startswith("student/")}
         meta.pop("key")
         return meta
 

@@ -259,7 +259,9 @@ def train(run: RefineRun, settings: RefineSettings, checkpoint: Checkpoint | Non
     _activate(pm, STUDENT)
     params = [p for n, p in pm.named_parameters() if f".{STUDENT}." in n]
     optim = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
-    state = checkpoint.load(pm, optim) if checkpoint is not None else None
+    state = checkpoint.load(optim) if checkpoint is not None else None
+    if state is not None:
+        load_student_state(pm, state.pop("student"))
     if state is None:
         start_scores = evaluate(run)
         state = {"step": 0, "history": [{"step": 0, "loss": mean_loss(start_scores)}], "start": start_scores,
@@ -293,7 +295,7 @@ def train(run: RefineRun, settings: RefineSettings, checkpoint: Checkpoint | Non
             else:
                 state["stale"] += 1
             if checkpoint is not None:
-                checkpoint.save(pm, optim, state)
+                checkpoint.save(student_state(pm), optim, state)
     load_student_state(pm, state["best_state"])
     final = evaluate(run)
     stopped = "early (held-out loss stopped improving)" if state["stale"] >= settings.patience else "step budget"
