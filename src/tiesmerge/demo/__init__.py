@@ -1,1 +1,3 @@
-"""`tiesmerge demo`: real specialists on the embedded base, merged three ways and evaluated end to end."""
+"""`tiesmerge demo`: real specialists on the embedded base, merged five ways (TIES, task arithmetic, the subspace
+method in core space, its refined version, PEFT's ties_svd — also with its RSLoRA scale corrected) and evaluated
+end to end."""

@@ -45,7 +45,8 @@ def _recipe(config: DemoConfig, adapters: Mapping[str, Path], method: str) -> Re
 
 def tiesmerge_merge(config: DemoConfig, adapters: Mapping[str, Path], digests: Mapping[str, str], method: str,
                     progress: ProgressFactory, root: Path | None = None) -> tuple[Path, bool]:
-    """TIES at the preset's density and λ (weights 1/n, normalized), or task arithmetic (the mean), at `rank`.
+    """One tiesmerge merge of the demo (see _recipe): TIES or task arithmetic at the preset's density and λ
+    (weights 1/n) at `rank`, or the subspace method in core space at rank Σ r.
     `digests`: each adapter's content hash (adapter_digest), computed once by the caller."""
     from tiesmerge.merge import driver
     from tiesmerge.merge.job import prepare

@@ -1,4 +1,5 @@
-"""The demo, end to end: base → four specialists → three merges → one evaluation → tables and files.
+"""The demo, end to end: base → four specialists → five merges (+ PEFT's with its scale corrected) → one evaluation → tables and
+files.
 
 Every stage is cached by key (see cache.py), so a second run with the same config reads everything back."""
 
@@ -26,8 +27,6 @@ from tiesmerge.demo.merges import (
 from tiesmerge.demo.specialists import train_specialists
 from tiesmerge.eval.report import EvalResult, Target, write_outputs
 from tiesmerge.progress import ProgressFactory
-
-MERGES = ("ties", "task_arithmetic", "peft_ties_svd", "peft_ties_svd_fixed")
 
 
 @dataclass

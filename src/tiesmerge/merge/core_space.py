@@ -1,6 +1,6 @@
 """Core-space merging (Panariello et al. 2025, arXiv 2509.17786).
 
-With U_B an orthonormal basis of [s_1B_1 … s_TB_T] and V_A of [A_1; …; A_T]ᵀ (thin QRs), every
+With U_B an orthonormal basis of [s_1B_1 … s_TB_T] and V_A of [A_1; …; A_T]ᵀ (see "The bases" below), every
 ΔW_t = s_t B_t A_t = U_B M_t V_Aᵀ exactly, where M_t = (U_Bᵀ s_tB_t)(A_t V_A) is only K × K
 (K = Σ r_t). A method merges the cores M_t; the result maps back as an adapter of rank ≤ K, or is
 truncated through the SVD of the small merged core. No dense d_out × d_in matrix is ever formed.

@@ -80,82 +80,136 @@ def split_questions(cfg: SweepConfig, domains: list[str], split: str) -> list[Qu
     return out
 
 
+@dataclass
+class _Sweep:
+    """What the stages share: the config, the output store, the adapters and where the log and progress go."""
+
+    cfg: SweepConfig
+    out: Path
+    store: SweepStore
+    adapters: list[SweepAdapter]
+    progress: ProgressFactory
+    log: Callable[[str], None]
+    cache_root: Path | None
+
+    @property
+    def specialist_of(self) -> dict[str, str]:
+        return {a.domain or a.name: a.name for a in self.adapters}
+
+    @property
+    def domains(self) -> list[str]:
+        return list(self.specialist_of)  # adapter order: the demo preset then shares the demo's evaluations
+
+    def session(self, questions: list[Question]) -> EvalSession:
+        return EvalSession(self.cfg.base, questions, mode=self.cfg.eval.mode, batch_size=self.cfg.eval.batch_size,
+                           progress=self.progress, log=self.log, root=self.cache_root)
+
+
 def run_sweep(cfg: SweepConfig, out: Path, *, executor: str = "local", ray_address: str | None = None,
               force: bool = False, progress: ProgressFactory, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
               cache_root: Path | None = None, preset_trainer: PresetTrainer | None = None) -> SweepRun:
+    """Merge every grid point (resumable), score each on the validation split, pick the best, score it on test."""
     if executor not in EXECUTORS:
         raise BadInputError(f"--executor {executor!r} is unknown; use {' or '.join(EXECUTORS)}")
+    check_outputs(cfg, out)
+    sweep = _Sweep(cfg, Path(out), SweepStore(out, cfg, force=force), resolve_adapters(cfg, progress, log,
+                                                                                     preset_trainer),
+                   progress, log, cache_root)
+    points = grid(cfg)
     seconds: dict[str, float] = {}
+    pending = _timed(seconds, "merge", merge_stage, sweep, points)
+    references = _timed(seconds, "validation", validation_stage, sweep, points, pending, executor, ray_address)
+    rows, best = select_stage(sweep, points, references)
+    preset, result = _timed(seconds, "test", test_stage, sweep, rows, best)
+    return SweepRun(rows, best, preset, result, sweep.out, len(pending), seconds)
+
+
+def _timed(seconds: dict[str, float], name: str, stage: Callable, *args):
+    t0 = time.perf_counter()
+    try:
+        return stage(*args)
+    finally:
+        seconds[name] = time.perf_counter() - t0
+
+
+def check_outputs(cfg: SweepConfig, out: Path) -> None:
+    """The sweep folder must not hold (or lie inside) an adapter, a question file or the base."""
     inputs = {f"adapter {a.name!r}": a.path for a in cfg.adapters} if isinstance(cfg.adapters, list) else {}
     inputs |= {f"question file {d}": f for d, f in {**cfg.eval.validation, **cfg.eval.test}.items()}
     inputs |= {"the base model": cfg.base} if Path(cfg.base).is_dir() else {}
     check_output_dir(out, force=True)
     refuse_overlap(out, inputs, "write the sweep to a separate folder")
-    store = SweepStore(out, cfg, force=force)
-    adapters = resolve_adapters(cfg, progress, log, preset_trainer)
-    specialist_of = {a.domain or a.name: a.name for a in adapters}
-    domains = list(specialist_of)  # adapter order: the demo preset then shares the demo's cached evaluations
-    points = grid(cfg)
-    done = {r["key"] for r in store.rows()}
+
+
+def merge_stage(sweep: _Sweep, points: list) -> list:
+    """Merge the points not finished by an earlier run; returns the points still to evaluate."""
+    done = {r["key"] for r in sweep.store.rows()}
     pending = [p for p in points if p.key not in done]
     if done:
-        log(f"resuming: {len(done & {p.key for p in points})} of {len(points)} points already finished")
-
-    t0 = time.perf_counter()
-    to_merge = [p for p in pending if not store.has_adapter(p.key)]
+        sweep.log(f"resuming: {len(done & {p.key for p in points})} of {len(points)} points already finished")
+    to_merge = [p for p in pending if not sweep.store.has_adapter(p.key)]
     if to_merge:
-        with progress(1, f"merging {len(to_merge)} points", "modules") as hook:
-            merge_points(cfg, to_merge, adapters, lambda p: store.point_dir(p.key), resolve_device(cfg.device), hook)
-    seconds["merge"] = time.perf_counter() - t0
+        with sweep.progress(1, f"merging {len(to_merge)} points", "modules") as hook:
+            merge_points(sweep.cfg, to_merge, sweep.adapters, lambda p: sweep.store.point_dir(p.key),
+                         resolve_device(sweep.cfg.device), hook)
+    return pending
 
-    t0 = time.perf_counter()
-    val = split_questions(cfg, domains, "validation")
-    session = EvalSession(cfg.base, val, mode=cfg.eval.mode, batch_size=cfg.eval.batch_size, progress=progress,
-                          log=log, root=cache_root)
+
+def validation_stage(sweep: _Sweep, points: list, pending: list, executor: str, ray_address: str | None) -> dict:
+    """Score the base, the specialists and every pending point on the validation split (a row per point, appended
+    as it finishes); returns the reference predictions."""
+    session = sweep.session(split_questions(sweep.cfg, sweep.domains, "validation"))
     references = {"base": session.predictions(Target("base", "base"))[0]}
-    for a in adapters:
+    for a in sweep.adapters:
         references[a.name] = session.predictions(Target(a.name, "adapter", str(a.path)))[0]
     runner = EXECUTORS[executor](session, ray_address=ray_address)
     by_key = {p.key: p for p in points}
-    with progress(len(pending), "evaluating points", "points") as hook:
-        for i, (key, preds) in enumerate(runner.map([(p.key, store.point_dir(p.key)) for p in pending])):
-            store.append(point_row(by_key[key], preds, references, specialist_of, store.merge_summary(key)))
+    with sweep.progress(len(pending), "evaluating points", "points") as hook:
+        for i, (key, preds) in enumerate(runner.map([(p.key, sweep.store.point_dir(p.key)) for p in pending])):
+            sweep.store.append(point_row(by_key[key], preds, references, sweep.specialist_of,
+                                         sweep.store.merge_summary(key)))
             hook(i + 1, len(pending), key)
-    seconds["validation"] = time.perf_counter() - t0
+    return references
 
+
+def select_stage(sweep: _Sweep, points: list, references: dict) -> tuple[list[dict], dict]:
+    """The best point by the metric (results.csv, sweep.png, a copy in best/)."""
+    cfg, out = sweep.cfg, sweep.out
     order = {p.key: i for i, p in enumerate(points)}
-    rows = sorted((r for r in store.rows() if r["key"] in order), key=lambda r: order[r["key"]])
+    rows = sorted((r for r in sweep.store.rows() if r["key"] in order), key=lambda r: order[r["key"]])
     try:
         best = select(rows, cfg.metric)
     except ValueError:  # e.g. normalized accuracy is undefined when every specialist scores 0 on its domain
-        log(f"{cfg.metric.value} is undefined for every point (a specialist scores 0 on its own domain); "
-            "choosing by accuracy_mean")
+        sweep.log(f"{cfg.metric.value} is undefined for every point (a specialist scores 0 on its own domain); "
+                  "choosing by accuracy_mean")
         best = select(rows, Metric.accuracy_mean)
     for r in rows:
         r["selected"] = r["key"] == best["key"]
-    store.write_csv(rows, domains)
-    ref_acc = _reference_accuracies(references, specialist_of)
-    plot(rows, ref_acc, domains, out / "sweep.png",
-         f"{cfg.base}: {len(adapters)} adapters, validation split, best {best['key']} ({cfg.metric.value})")
+    sweep.store.write_csv(rows, sweep.domains)
+    plot(rows, _reference_accuracies(references, sweep.specialist_of), sweep.domains, out / "sweep.png",
+         f"{cfg.base}: {len(sweep.adapters)} adapters, validation split, best {best['key']} ({cfg.metric.value})")
     with atomic_output_dir(out / "best", force=True) as tmp:
-        shutil.copytree(store.point_dir(best["key"]), tmp, dirs_exist_ok=True)
+        shutil.copytree(sweep.store.point_dir(best["key"]), tmp, dirs_exist_ok=True)
+    return rows, best
 
-    t0 = time.perf_counter()
-    test = split_questions(cfg, domains, "test")  # the test split is read only now, for the chosen point
-    tsession = EvalSession(cfg.base, test, mode=cfg.eval.mode, batch_size=cfg.eval.batch_size, progress=progress,
-                           log=log, root=cache_root)
-    targets = [Target("base", "base")] + [Target(a.name, "adapter", str(a.path)) for a in adapters] + \
+
+def test_stage(sweep: _Sweep, rows: list[dict], best: dict) -> tuple[dict | None, EvalResult]:
+    """The chosen point (and the preset, when another) against the base and the specialists on the test split,
+    read only now."""
+    cfg, out = sweep.cfg, sweep.out
+    test = split_questions(cfg, sweep.domains, "test")
+    targets = [Target("base", "base")] + [Target(a.name, "adapter", str(a.path)) for a in sweep.adapters] + \
         [Target(f"best ({best['key']})", "merged", str(out / "best"))]
     preset = find(rows, density=cfg.preset.get("density"), **{"lambda": cfg.preset.get("lambda", 1.0)})
     if preset is not None and preset["key"] != best["key"]:
-        targets.append(Target(f"preset ({preset['key']})", "merged", str(store.point_dir(preset["key"]))))
-    preds = {t.name: tsession.predictions(t)[0] for t in targets}
-    result = EvalResult(targets, domains, preds, specialist_of, meta={"split": "test", "mode": cfg.eval.mode,
-                                                                      "n_questions": len(test), "base": cfg.base})
+        targets.append(Target(f"preset ({preset['key']})", "merged", str(sweep.store.point_dir(preset["key"]))))
+    session = sweep.session(test)
+    preds = {t.name: session.predictions(t)[0] for t in targets}
+    result = EvalResult(targets, sweep.domains, preds, sweep.specialist_of,
+                        meta={"split": "test", "mode": cfg.eval.mode, "n_questions": len(test), "base": cfg.base})
     with atomic_output_dir(out / "test", force=True) as tmp:
         write_outputs(result, tmp)
-    seconds["test"] = time.perf_counter() - t0
-    return SweepRun(rows, best, preset, result, out, len(pending), seconds)
+    return preset, result
 
 
 def _reference_accuracies(references, specialist_of) -> dict[str, dict[str, float]]:
