@@ -1,7 +1,8 @@
 """TIES against numbers a reference produced once (torchtune's way): three 4 × 6 task deltas given by a formula
 (`entry`), merged by mergekit 0.1.5's `merge_tensors("ties", [zeros, *deltas], base_index=0, parameters={density,
-weight, lambda, normalize: true})` in float64 (as tests/merge/test_ties_vs_mergekit.py calls it), pasted here. This module needs neither mergekit nor PEFT, so
-`make test-min` checks the native kernel — dense and built from factors — against an independent result too."""
+weight, lambda, normalize: true})` in float64 (as tests/merge/test_ties_vs_mergekit.py calls it), pasted here.
+This module needs neither mergekit nor PEFT, so `make test-min` checks the native kernel — dense and built from
+factors — against an independent result too."""
 
 from __future__ import annotations
 
