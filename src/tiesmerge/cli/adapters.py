@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from tiesmerge.atomic import atomic_output_dir
+from tiesmerge.atomic import atomic_output_dir, check_output_dir, refuse_overlap
 from tiesmerge.cli.common import guarded
 from tiesmerge.cli.progress import module_progress
 from tiesmerge.errors import BadInputError
@@ -56,8 +56,9 @@ def train(
             raise BadInputError(f"--domain {domain!r} has no built-in set ({', '.join(DOMAINS)}); pass --data FILE")
         questions = build(1000, 0, domains=(domain,))["train"][domain]
         source = "builtin:train"
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise BadInputError(f"output {out} exists and is not empty; pass --force to replace it")
+    check_output_dir(out, force)
+    refuse_overlap(out, {"the training data": data, "the base model": base if Path(base).is_dir() else None},
+                   "write the adapter to a separate folder")
     from tiesmerge.train.trainer import TrainTarget
 
     target = TrainTarget.parse(target, "--target")

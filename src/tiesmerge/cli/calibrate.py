@@ -188,7 +188,7 @@ def refine(
       tiesmerge refine --start merged/ --base smollm2 --adapter math=./math --adapter code=./code \\
         --calibration math=builtin:math:train --calibration code=builtin:code:train -o refined/
     """
-    from tiesmerge.atomic import check_output_dir
+    from tiesmerge.atomic import check_output_dir, refuse_overlap
     from tiesmerge.train.refine import RefineSettings, RefineTarget
     from tiesmerge.train.refine_job import run_refine
 
@@ -202,12 +202,9 @@ def refine(
     if start is not None and not (start / "adapter_config.json").is_file():
         raise BadInputError(f"--start {start}: no adapter_config.json (give a merged adapter's folder)")
     out = check_output_dir(output, force)
-    target = out.resolve()
-    for src in [a.path for a in spec.adapters] + ([start] if start is not None else []):
-        src = Path(src).resolve()
-        if target == src or src in target.parents or target in src.parents:
-            raise BadInputError(f"output {output} overlaps the input adapter {src}; write the refined adapter "
-                                "elsewhere")
+    inputs = {f"the input adapter {a.name!r}": a.path for a in spec.adapters} | {"the start merge": start}
+    inputs |= {"the base model": base if Path(base).is_dir() else None}
+    refuse_overlap(out, inputs, "write the refined adapter elsewhere")
     result = run_refine(spec, prompts, settings, base=base, start=start, output=out, force=force, restart=restart,
                         device=device, dtype=dtype, load_in_4bit=load_in_4bit, log=_log,
                         command=" ".join(["tiesmerge", *sys.argv[1:]]))
