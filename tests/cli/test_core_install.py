@@ -108,6 +108,15 @@ def test_core_install_has_no_extras():
     assert "transformers" not in sys.modules and "peft" not in sys.modules
 
 
+def test_an_export_that_needs_an_extra_says_which(hand_set, tmp_path):
+    if os.environ.get("TIESMERGE_CORE_ONLY") != "1":
+        pytest.skip("only meaningful in the core-only venv (make test-min)")
+    root, _ = hand_set
+    res = run_cli("export", root / "a", "--to", "gguf", "--base", root / "b", "-o", tmp_path / "x.gguf")
+    assert res.exit_code == 2 and "--to gguf needs the gguf package" in res.stderr, res.stderr
+    assert not (tmp_path / "x.gguf").exists()
+
+
 @pytest.mark.parametrize("density,lam", [(0.3, 1.0), (1.0, 0.7)])
 def test_ties_merge_equals_the_paper(hand_set, tmp_path, density, lam):
     root, deltas = hand_set

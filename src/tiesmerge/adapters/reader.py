@@ -129,7 +129,8 @@ class AdapterReader:
         if transposed:
             raise BadInputError(
                 f"{label}: module {name!r} has lora_A {list(a_shape)} and lora_B {list(b_shape)}: both look transposed "
-                f"(PEFT stores lora_A as [r, in] and lora_B as [out, r], r = {cfg_rank}); re-save them transposed"
+                f"or swapped (PEFT stores lora_A as [r, in] and lora_B as [out, r], r = {cfg_rank}); re-save them "
+                "transposed, or under each other's names"
             )
         if a_shape[0] != b_shape[1]:
             raise BadInputError(

@@ -21,6 +21,7 @@ import torch
 from tiesmerge.adapters.reader import AdapterReader
 from tiesmerge.atomic import check_name_length, disk_error, refuse_overlap, user_path
 from tiesmerge.errors import BadInputError
+from tiesmerge.extras import installed
 
 ARCHS = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2"}  # HF model_type → llama.cpp architecture
 
@@ -67,12 +68,15 @@ def base_folder(reader: AdapterReader, base: Path | None, log=None) -> Path:
 
 
 def export_gguf(adapter: Path, base: Path | None, out: Path, *, force: bool = False, log=None) -> GgufExport:
-    import gguf
-    import numpy as np
-
     reader = AdapterReader(adapter, "adapter")
     base = base_folder(reader, base, log)
     refuse_overlap(out, {"the input adapter": adapter, "the base model": base}, "write the .gguf elsewhere")
+    if not installed("gguf"):
+        raise BadInputError("--to gguf needs the gguf package (llama.cpp's writer): pip install 'tiesmerge[eval]' "
+                            "or pip install gguf")
+    import gguf
+    import numpy as np
+
     if any(e.embedding for e in reader.modules.values()) or reader.passthrough:
         raise BadInputError("the GGUF export takes LoRA on linear layers only; export a full model with --to model")
     cfg = base_config(base)
