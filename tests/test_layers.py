@@ -14,7 +14,7 @@ pytestmark = pytest.mark.core
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "tiesmerge"
 LAYER = {"portable": -1, "(top)": 0, "adapters": 1, "merge": 2, "configs": 3, "eval": 4, "train": 5, "sweep": 5, "agents": 5, "export": 5,
-         "demo": 6, "cli": 7}
+         "demo": 6, "api": 6, "peft": 7, "cli": 7}
 
 
 def imports():

@@ -48,9 +48,10 @@ class MergeJob:
         )
 
 
-def prepare(recipe: Recipe) -> MergeJob:
-    """Open every adapter (headers only) and check the set; raises BadInputError, writes nothing."""
-    readers = tuple(AdapterReader(a.path, a.name) for a in recipe.adapters)
+def prepare(recipe: Recipe, readers=None) -> MergeJob:
+    """Open every adapter (headers only) and check the set; raises BadInputError, writes nothing. `readers`:
+    adapters already open, one per recipe entry (e.g. adapters.memory.MemoryAdapter for an in-memory merge)."""
+    readers = tuple(readers) if readers is not None else tuple(AdapterReader(a.path, a.name) for a in recipe.adapters)
     plan = plan_set(readers, recipe.base_model, recipe.allow_base_mismatch)
     out = recipe.output
     if out.rank_mode is RankMode.fixed:
