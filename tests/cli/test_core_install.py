@@ -108,6 +108,16 @@ def test_core_install_has_no_extras():
     assert "transformers" not in sys.modules and "peft" not in sys.modules
 
 
+def test_a_hub_id_without_huggingface_hub_says_what_to_install(hand_set, tmp_path, monkeypatch):
+    if os.environ.get("TIESMERGE_CORE_ONLY") != "1":
+        pytest.skip("only meaningful in the core-only venv (make test-min)")
+    root, _ = hand_set
+    monkeypatch.chdir(tmp_path)
+    res = run_cli("merge", "--adapter", "x=org/adapter", "--adapter", f"a={root / 'a'}", "-o", tmp_path / "out")
+    assert res.exit_code == 2 and "reading Hub ids needs huggingface_hub" in res.stderr, res.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_export_that_needs_an_extra_says_which(hand_set, tmp_path):
     if os.environ.get("TIESMERGE_CORE_ONLY") != "1":
         pytest.skip("only meaningful in the core-only venv (make test-min)")

@@ -3,10 +3,12 @@ commands and the exports, as functions returning data (no printing, no SystemExi
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence, Union
 
+from tiesmerge.adapters import hub
 from tiesmerge.adapters.compat import plan_set
 from tiesmerge.adapters.reader import AdapterReader
 from tiesmerge.adapters.summary import summary
@@ -39,7 +41,9 @@ def inspect(paths: PathLike | Sequence[PathLike], *, allow_base_mismatch: bool =
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     if not paths:
         raise BadInputError("inspect needs at least one adapter folder")
-    readers = [AdapterReader(Path(p), Path(p).name or str(p)) for p in paths]
+    log = logging.getLogger("tiesmerge").info
+    folders = [hub.resolve(str(p), "adapter", log=log) for p in paths]
+    readers = [AdapterReader(p, p.name or str(p)) for p in folders]
     rows = [summary(r) for r in readers]
     try:
         plan = plan_set(readers, None, allow_base_mismatch)
@@ -66,7 +70,7 @@ def validate(recipe: RecipeLike) -> Validation:
         >>> tiesmerge.validate("recipe.yaml").plan[0]
         "method: ties (native, chunked from factors), full space  parameters: {'density': 0.2, …}"
     """
-    job = prepare(build_recipe(recipe))
+    job = prepare(build_recipe(recipe), log=logging.getLogger("tiesmerge").info)
     return Validation(describe(job), list(job.warnings))
 
 
@@ -105,6 +109,9 @@ def export(adapter: PathLike, *, to: str, output: PathLike, base: PathLike | Non
     from tiesmerge.export.formats import ExportFormat
 
     fmt = ExportFormat.parse(to, "to")
+    log = logging.getLogger("tiesmerge").info
+    adapter = hub.resolve(str(adapter), "adapter", log=log)
+    base = hub.resolve(str(base), "base", files=None, log=log) if base is not None else None
     if fmt is ExportFormat.vllm:
         from tiesmerge.export.vllm import export_vllm
 

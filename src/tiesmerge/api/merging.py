@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, Union
 
@@ -37,7 +38,7 @@ def build_recipe(recipe: RecipeLike | None, *, adapters: Any = None, weights: An
     elif recipe is not None:
         path = Path(recipe)
         if not (adapters or weights or method or space or rank or parameters or params):
-            return load_recipe(path)
+            return load_recipe(path, log=logging.getLogger("tiesmerge").info)
         from tiesmerge.configs.loader import read_yaml
         from tiesmerge.configs.mergekit_yaml import from_mergekit, is_mergekit
 
@@ -61,7 +62,7 @@ def build_recipe(recipe: RecipeLike | None, *, adapters: Any = None, weights: An
                                                                    for k, v in given.items()}}
     if "adapters" not in data:
         raise BadInputError("no adapters: pass a recipe, or adapters={'name': path, …} (a list of paths works too)")
-    return recipe_from_dict(data, source, base_dir)
+    return recipe_from_dict(data, source, base_dir, log=logging.getLogger("tiesmerge").info)
 
 
 def _adapter_entries(adapters: Any, weights: Any) -> list[dict[str, Any]]:
@@ -115,7 +116,7 @@ def merge(recipe: RecipeLike | None = None, *, output: PathLike, adapters: Any =
     """
     spec = build_recipe(recipe, adapters=adapters, weights=weights, method=method, space=space, rank=rank,
                         parameters=parameters, **params)
-    job = prepare(spec)
+    job = prepare(spec, log=logging.getLogger("tiesmerge").info)
     with _hook(progress, len(job.plan.modules), "merging") as hook:
         return driver.run(job, Path(output), force=force, device=resolve_device(device), progress=hook,
                           command="tiesmerge.merge()")

@@ -14,7 +14,8 @@ from tiesmerge.extras import Extra, require
 @guarded
 def deploy(
     ctx: typer.Context,
-    merged: Path = typer.Argument(..., help="the merged PEFT adapter folder (from `tiesmerge merge`)"),
+    merged: str = typer.Argument(..., help="the merged PEFT adapter folder (from `tiesmerge merge`) or a Hub id "
+                                "org/name[@revision]"),
     base: str = typer.Option(..., "--base", help="the base the adapter was merged for: a local model folder, "
                              "a hub id (e.g. Qwen/Qwen2.5-72B-Instruct) or `smollm2`"),
     to: Path = typer.Option(..., "--to", help="the tournament work directory (created if missing)"),
@@ -63,6 +64,10 @@ def deploy(
             with module_progress(1, "folding", "shards") as hook:
                 export_model(merged, Path(base_ref), out, progress=hook)
 
+    from tiesmerge.adapters import hub
+    from tiesmerge.cli.recipe_flags import note
+
+    merged = hub.resolve(str(merged), "adapter", log=note)
     done = run_deploy(merged, base, to, load_in_4bit=load_in_4bit, link=link, force=force, bank_size=bank_size,
                       fold=fold_writer)
     what = (f"{done.model.name}/ (base + adapter folded)" if done.model else

@@ -85,7 +85,9 @@ def eval_cmd(
     Example: tiesmerge eval --base smollm2 --adapter math=./math --merged ties=./merged --builtin --limit 200
     """
     require(Extra.eval, "tiesmerge eval")
+    from tiesmerge.adapters import hub
     from tiesmerge.atomic import refuse_overlap
+    from tiesmerge.cli.recipe_flags import note
     from tiesmerge.eval.cloze import ClozeNorm
     from tiesmerge.eval.models import check_adapters_fit, load_base
     from tiesmerge.eval.report import write_outputs
@@ -97,8 +99,8 @@ def eval_cmd(
         raise BadInputError(f"--cloze-norm {norm.value} applies to --mode cloze only")
     if out is not None:
         check_output_dir(out, force)  # before the evaluation, not after
-    adapters = {k: Path(v) for k, v in name_value_pairs(adapter, "--adapter").items()}
-    merged_map = {k: Path(v) for k, v in name_value_pairs(merged, "--merged").items()}
+    adapters = {k: hub.resolve(v, f"adapter {k!r}", log=note) for k, v in name_value_pairs(adapter, "--adapter").items()}
+    merged_map = {k: hub.resolve(v, f"adapter {k!r}", log=note) for k, v in name_value_pairs(merged, "--merged").items()}
     explicit = name_value_pairs(specialist, "--specialist")
     if out is not None and out.is_dir() and any(out.iterdir()) and not force:
         raise BadInputError(f"--out {out} exists and is not empty; pass --force to replace it")

@@ -7,20 +7,23 @@ from typing import Optional
 
 import typer
 
+from tiesmerge.adapters import hub
 from tiesmerge.cli.common import guarded
+from tiesmerge.cli.recipe_flags import note
 from tiesmerge.errors import BadInputError
 
 
 @guarded
 def export(
     ctx: typer.Context,
-    adapter: Path = typer.Argument(..., help="a PEFT LoRA adapter folder (e.g. a tiesmerge merge)"),
+    adapter: str = typer.Argument(..., help="a PEFT LoRA adapter folder (e.g. a tiesmerge merge) or a Hub id "
+                                 "org/name[@revision]"),
     to: str = typer.Option(..., "--to", help="vllm: uniform rank from vLLM's allowed set, scale folded in (what "
                            "vLLM reads right); gguf: a llama.cpp LoRA file (reads the base's config.json: --base, or the "
                            "adapter's base_model_name_or_path when that is a local folder); "
                            "model: the base with ΔW folded into its weights (needs --base)"),
     output: Path = typer.Option(..., "-o", "--output", help="output folder (--to gguf: the .gguf file)"),
-    base: Optional[Path] = typer.Option(None, "--base", help="the base model's local folder: --to model folds "
+    base: Optional[str] = typer.Option(None, "--base", help="the base model's local folder (or Hub id): --to model folds "
                                         "into its safetensors shards; --to gguf reads its config.json"),
     force: bool = typer.Option(False, "--force", help="replace a non-empty output folder"),
 ) -> None:
@@ -39,6 +42,8 @@ def export(
     from tiesmerge.export.formats import ExportFormat
 
     fmt = ExportFormat.parse(to, "--to")
+    adapter = hub.resolve(str(adapter), "adapter", log=note)
+    base = hub.resolve(str(base), "--base", files=None, log=note) if base is not None else None
     if fmt is ExportFormat.gguf:
         from tiesmerge.export.gguf_lora import export_gguf
 

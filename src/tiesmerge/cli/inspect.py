@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import List
 
 import typer
 from rich.console import Console
 
+from tiesmerge.adapters import hub
 from tiesmerge.adapters.compat import plan_set
 from tiesmerge.adapters.reader import AdapterReader
 from tiesmerge.adapters.summary import summary
 from tiesmerge.cli.common import fail, guarded
+from tiesmerge.cli.recipe_flags import note
 from tiesmerge.errors import BadInputError
 
 
 @guarded
 def inspect(
     ctx: typer.Context,
-    paths: List[Path] = typer.Argument(..., help="one or more PEFT adapter directories"),
+    paths: List[str] = typer.Argument(..., help="one or more PEFT adapter folders or Hub ids org/name[@revision]"),
     allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help="do not fail on differing base models"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of text"),
 ) -> None:
@@ -28,6 +29,7 @@ def inspect(
     readers, problems, rows = [], [], []
     for path in paths:
         try:
+            path = hub.resolve(str(path), "adapter", log=note)
             reader = AdapterReader(path, path.name or str(path))
         except BadInputError as exc:
             problems.append(str(exc))

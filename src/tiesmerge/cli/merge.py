@@ -14,7 +14,7 @@ from rich.table import Table
 
 from tiesmerge.cli.common import field_help, guarded
 from tiesmerge.cli.progress import module_progress
-from tiesmerge.cli.recipe_flags import build_recipe, rank_value
+from tiesmerge.cli.recipe_flags import build_recipe, note, rank_value
 from tiesmerge.devices import resolve_device
 from tiesmerge.errors import BadInputError
 from tiesmerge.merge import driver
@@ -136,7 +136,7 @@ def merge(
     allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help=field_help(R, "allow_base_mismatch")),
     export: Optional[str] = typer.Option(None, "--export", help="also export the merge: vllm (to OUT-vllm/), gguf "
                                          "(to OUT.gguf) or model (to OUT-model/); gguf and model need --export-base"),
-    export_base: Optional[Path] = typer.Option(None, "--export-base", help="the base model's local folder, for "
+    export_base: Optional[str] = typer.Option(None, "--export-base", help="the base model's local folder (or Hub id), for "
                                                "--export gguf / model"),
     calibration: List[str] = typer.Option([], "--calibration", help="NAME=FILE, calibrated methods (regmean): the "
                                           "prompts whose statistics `tiesmerge calibrate` cached"),
@@ -170,8 +170,8 @@ def merge(
     spec = build_recipe(recipe, adapter, overrides, notes)
     notes += [n.replace("energy", "--energy").replace("max_rank", "--max-rank") if recipe is None else n
               for n in spec.output.unused()]
-    for note in notes:
-        typer.echo(f"note: {note}", err=True)
+    for line in notes:
+        typer.echo(f"note: {line}", err=True)
     if get_method(spec.method).statistics is not None:
         from tiesmerge.cli.calibrate import with_cached_statistics
         from tiesmerge.train.calibration import PromptFormat
@@ -183,7 +183,11 @@ def merge(
     dev = resolve_device(device)
     if output is None and not dry_run:
         raise BadInputError("no output directory; pass -o DIR (or --dry-run to only check)")
-    job = prepare(spec)
+    job = prepare(spec, log=note)
+    if export_base is not None:
+        from tiesmerge.adapters import hub
+
+        export_base = hub.resolve(str(export_base), "--export-base", files=None, log=note)
     export_plan = plan_export(export, export_base, output, force, job) if export and not dry_run else None
     for line in job.warnings:
         typer.echo(f"warning: {line}", err=True)
@@ -216,7 +220,7 @@ def validate(
 ) -> None:
     """Check a recipe without merging: its keys and values, the adapters it names, and the set's compatibility."""
     spec = build_recipe(recipe, [], {})
-    job = prepare(spec)
+    job = prepare(spec, log=note)
     for line in job.warnings:
         typer.echo(f"warning: {line}", err=True)
     out = Console()

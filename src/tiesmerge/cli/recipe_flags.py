@@ -89,4 +89,11 @@ def build_recipe(recipe: Optional[Path], adapters: List[str], overrides: dict[tu
         node[path[-1]] = value
     source = str(recipe) if recipe is not None else "command line"
     base_dir = recipe.parent if recipe is not None else Path.cwd()
-    return recipe_from_dict(data, source, base_dir)
+    return recipe_from_dict(data, source, base_dir, log=note)
+
+
+def note(message: str) -> None:
+    """One `note:` line on stderr (which copy of a Hub id is used, …)."""
+    import sys
+
+    print(f"note: {message}", file=sys.stderr)

@@ -29,14 +29,14 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     return f"{source}: " + "; ".join(parts)
 
 
-def recipe_from_dict(data: Any, source: str, base_dir: Path) -> Recipe:
+def recipe_from_dict(data: Any, source: str, base_dir: Path, log=None) -> Recipe:
     if not isinstance(data, dict):
         raise BadInputError(f"{source}: a recipe must be a YAML mapping with method, parameters, adapters, output")
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
         raise BadInputError(format_validation_error(exc, source)) from None
-    return recipe.resolved(base_dir)
+    return recipe.resolved(base_dir, log)
 
 
 def read_yaml(path: Path) -> Any:
@@ -47,15 +47,15 @@ def read_yaml(path: Path) -> Any:
     return as_bad_input(limits.read_yaml)(path, "recipe")
 
 
-def load_recipe(path: Path) -> Recipe:
-    """Parse and validate a recipe file; adapter paths resolve against its folder."""
+def load_recipe(path: Path, log=None) -> Recipe:
+    """Parse and validate a recipe file; adapter paths resolve against its folder (Hub ids through the cache)."""
     from tiesmerge.configs.mergekit_yaml import from_mergekit, is_mergekit
 
     path = Path(path)
     data = read_yaml(path)
     if is_mergekit(data):
         data = from_mergekit(data, str(path))
-    return recipe_from_dict(data, str(path), path.parent)
+    return recipe_from_dict(data, str(path), path.parent, log)
 
 
 def preset_path(name: str) -> Path:

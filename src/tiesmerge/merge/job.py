@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tiesmerge.adapters import hub
 from tiesmerge.adapters.compat import ModulePlan, SetPlan, plan_set
 from tiesmerge.adapters.reader import AdapterReader
 from tiesmerge.dtypes import FLOAT_DTYPES
@@ -48,10 +49,14 @@ class MergeJob:
         )
 
 
-def prepare(recipe: Recipe, readers=None) -> MergeJob:
+def prepare(recipe: Recipe, readers=None, log=None) -> MergeJob:
     """Open every adapter (headers only) and check the set; raises BadInputError, writes nothing. `readers`:
-    adapters already open, one per recipe entry (e.g. adapters.memory.MemoryAdapter for an in-memory merge)."""
-    readers = tuple(readers) if readers is not None else tuple(AdapterReader(a.path, a.name) for a in recipe.adapters)
+    adapters already open, one per recipe entry (e.g. adapters.memory.MemoryAdapter for an in-memory merge);
+    `log` hears which copy a Hub id resolved to."""
+    if readers is None:
+        recipe = from_hub(recipe, log)
+        readers = [AdapterReader(a.path, a.name) for a in recipe.adapters]
+    readers = tuple(readers)
     plan = plan_set(readers, recipe.base_model, recipe.allow_base_mismatch)
     out = recipe.output
     if out.rank_mode is RankMode.fixed:
@@ -69,6 +74,15 @@ def prepare(recipe: Recipe, readers=None) -> MergeJob:
     warnings += rank_warnings(recipe, readers, plan, spec, rank)
     stats = open_statistics(recipe, readers, plan) if spec.statistics is not None else ()
     return MergeJob(recipe, readers, plan, spec, rank, out_dtype, tuple(warnings), stats)
+
+
+def from_hub(recipe: Recipe, log=None) -> Recipe:
+    """Adapters named by a Hub id take the cache's snapshot folder as their path (downloaded unless offline)."""
+    if all(a.hub is None for a in recipe.adapters):
+        return recipe
+    adapters = [a if a.hub is None else a.model_copy(update={"path": hub.resolve(a.hub, f"adapter {a.name!r}", log=log)})
+                for a in recipe.adapters]
+    return recipe.model_copy(update={"adapters": adapters})
 
 
 def open_statistics(recipe: Recipe, readers, plan: SetPlan) -> tuple[StatisticsFile, ...]:

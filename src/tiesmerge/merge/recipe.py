@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Callable, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tiesmerge.adapters import hub
 from tiesmerge.atomic import user_path
 from tiesmerge.merge.params import DENSITY, LAMBDA, MAX_COEFFICIENT, NORMALIZE, SEED, SIGN, ParamDef
 from tiesmerge.merge.registry import get as get_method
@@ -120,6 +121,8 @@ class AdapterEntry(BaseModel):
     calibration: str | None = Field(None, min_length=1, description="the adapter's own unlabeled prompts (a question or "
                                     "text file, or builtin:DOMAIN:SPLIT), for calibrate / refine / regmean")
     statistics: Path | None = Field(None, description="its input statistics file from `tiesmerge calibrate` (regmean)")
+    hub: str | None = Field(None, description="set when `path` is a Hugging Face Hub id (org/name[@revision]) with no "
+                            "local folder of that name: the adapter is read from the Hub cache")
 
     @model_validator(mode="before")
     @classmethod
@@ -220,14 +223,28 @@ class Recipe(BaseModel):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=False)
 
-    def resolved(self, base_dir: Path) -> "Recipe":
-        """A copy whose relative adapter paths are resolved against `base_dir`."""
+    def resolved(self, base_dir: Path, log: Callable[[str], None] | None = None) -> "Recipe":
+        """A copy whose relative adapter paths are resolved against `base_dir`; an adapter path shaped like a Hub
+        id (`org/name[@revision]`) that is not a local folder resolves through the Hugging Face cache (`log` gets
+        one line saying which copy is used)."""
         def here(p: Path) -> Path:
             p = user_path(p, "adapter path") if str(p).startswith("~") else p
             return _resolve(p if p.is_absolute() else base_dir / p)
 
+        def hub_id(a: AdapterEntry) -> str | None:
+            """The Hub id a path names when no local folder has that name (fetched when the job opens it)."""
+            if a.hub is not None or hub.hub_id(str(a.path)) is None:
+                return a.hub
+            if here(a.path).exists():
+                if log is not None:
+                    log(f"adapter {a.name!r} {a.path}: using the local folder {here(a.path)} (it shadows the Hub id "
+                        "of that name)")
+                return None
+            return str(a.path)
+
         adapters = [a.model_copy(update={
             "path": here(a.path),
+            "hub": hub_id(a),
             "statistics": here(a.statistics) if a.statistics is not None else None,
             "calibration": (a.calibration if a.calibration is None or a.calibration.startswith("builtin:")
                             else str(here(Path(a.calibration))))}) for a in self.adapters]
