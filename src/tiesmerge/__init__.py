@@ -31,6 +31,8 @@ def __getattr__(name: str):
         return getattr(import_module("tiesmerge.api"), name)
     if name in _ERRORS:
         return getattr(import_module("tiesmerge.errors"), name)
+    if name == "peft":  # the PEFT drop-in (tiesmerge.peft.add_merged_adapter), loaded on first use
+        return import_module("tiesmerge.peft")
     raise AttributeError(f"module 'tiesmerge' has no attribute {name!r}")
 
 
