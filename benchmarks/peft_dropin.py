@@ -109,8 +109,6 @@ def main() -> None:
         ours = [int(p.correct) for p in result.predictions[f"ours_{c}"]]
         theirs = [int(p.correct) for p in result.predictions[f"peft_{c}"]]
         mean, lo, hi = paired(ours, theirs)
-        kept = {t: result.merged_summary(t)["gain_retention_mean"] if "gain_retention_mean" in
-                result.merged_summary(t) else None for t in (f"ours_{c}", f"peft_{c}")}
         print(f"{c}: accuracy ours − PEFT {100 * mean:+.1f} points (paired 95 % {100 * lo:+.1f} … {100 * hi:+.1f}), "
               f"n = {len(ours)}; merged_summary ours {result.merged_summary(f'ours_{c}')}, "
               f"PEFT {result.merged_summary(f'peft_{c}')}")
