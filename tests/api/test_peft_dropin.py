@@ -87,6 +87,22 @@ def test_where_peft_is_exact_the_two_agree_and_on_rslora_peft_is_sqrt_r_too_stro
         assert ratio == pytest.approx(math.sqrt(8), rel=1e-6)  # R = 4 + 4: PEFT keeps use_rslora at r = α = 8
 
 
+def test_linear_agrees_where_peft_is_exact_and_is_sqrt_r_off_on_rslora(tiny_base, tmp_path):
+    """PEFT's `linear` scales A by √w·s and B by √w: exact for one adapter of a plain LoRA (its cross terms vanish),
+    and on RSLoRA its merged adapter's scaling r/√r = √r is left on top."""
+    for rslora, factor in ((False, 1.0), (True, 2.0)):  # r = 4: √4 = 2
+        name = f"one{int(rslora)}"
+        path = make_peft_adapter(tiny_base, tmp_path / name, seed=21, r=4, alpha=8, rslora=rslora)
+        model = loaded(tiny_base, {name: path})
+        model.base_model.add_weighted_adapter([name], [0.7], "peft_linear", combination_type="linear")
+        add_merged_adapter(model, [name], [0.7], "ours_linear", combination_type="linear")
+        own = model_deltas(model, name)
+        ours, peft = model_deltas(model, "ours_linear"), model_deltas(model, "peft_linear")
+        for module, delta in own.items():
+            assert_close(ours[module], 0.7 * delta, rtol=1e-5, atol=1e-6)
+            assert_close(peft[module], factor * 0.7 * delta, rtol=1e-5, atol=1e-6)
+
+
 def test_unsupported_or_wrong_calls_are_one_line_and_leave_the_model_alone(adapter_set, tiny_base):
     model = loaded(tiny_base, {"rs8": adapter_set["rs8"], "plain4": adapter_set["plain4"]})
     cases = [
