@@ -25,7 +25,7 @@ Log = Callable[[str], None]
 # Disk faults a user fixes (free space, permissions, another path), not bugs.
 DISK_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
                errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
-               errno.EROFS: "read-only file system"}
+               errno.EROFS: "read-only file system", errno.ENAMETOOLONG: "a name in the path is too long"}
 _STALE = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)(?:-.*)?$")
 
 
@@ -39,6 +39,7 @@ def disk_error(exc: OSError, path: Path | str) -> BadInputError | None:
     if reason is None:
         return None
     fix = ("free space there or write elsewhere with -o" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+           else "choose a shorter path" if exc.errno == errno.ENAMETOOLONG
            else "choose a folder you can write to with -o")
     return BadInputError(f"cannot write {path}: {reason}; {fix}")
 
@@ -56,7 +57,7 @@ def user_path(path: Path | str, what: str = "path") -> Path:
                             "folder); give the full path") from None
 
 
-def check_name_length(target: Path) -> None:
+def check_name_length(target: Path, flag: str = "-o") -> None:
     """Refuse a path the file system cannot hold (ENAMETOOLONG), before any work."""
     probe = next((p for p in (target.parent, *target.parents) if p.exists()), Path("/"))
     try:
@@ -68,10 +69,10 @@ def check_name_length(target: Path) -> None:
     if long is not None:
         raise BadInputError(f"output {str(target)[:80]}…: the name {long[:40]}… is {len(os.fsencode(long))} bytes; "
                             f"the file system allows {name_max} (less {_TMP_OVERHEAD} for the temp name): choose "
-                            "a shorter -o path")
+                            f"a shorter {flag} path")
     if len(os.fsencode(str(target.absolute()))) > path_max - _TMP_OVERHEAD - 64:
         raise BadInputError(f"output {str(target)[:80]}… is longer than the file system allows ({path_max} bytes); "
-                            "choose a shorter -o path")
+                            f"choose a shorter {flag} path")
 
 
 def _real(path: Path) -> Path:

@@ -364,3 +364,28 @@ def test_examples_create_checks_free_space_before_writing(tmp_path, monkeypatch)
     one_line(run_cli("examples", "create", tmp_path / "ex", "--layers", "2"), 2, "not enough free space")
     assert list(tmp_path.iterdir()) == []
 
+
+
+def test_a_deeply_nested_adapter_config_and_unexpandable_input_paths_are_one_line(pair, tmp_path):
+    a, b = pair
+    (a / "adapter_config.json").write_text("[" * 50_000 + "]" * 50_000)
+    one_line(run_cli("inspect", a), 2, "nested too deeply to be an adapter config")
+    one_line(merge(a, b, tmp_path / "out"), 2, "nested too deeply")
+    one_line(run_cli("export", "~no-such-user-tiesmerge/x", "--to", "vllm", "-o", tmp_path / "v"), 2,
+             "cannot expand '~no-such-user-tiesmerge'")
+    one_line(run_cli("inspect", "~no-such-user-tiesmerge/x"), 2, "cannot expand")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "v").exists()
+
+
+def test_an_export_whose_scaled_factors_overflow_writes_nothing(tmp_path):
+    """B × scale beyond bf16 / float32 range (huge finite factors): refused, never written as inf."""
+    write_adapter(tmp_path / "b", seed=2, r=4, alpha=8, rslora=False)
+    tensors = load_file(str(tmp_path / "b" / "adapter_model.safetensors"))
+    (tmp_path / "huge").mkdir()
+    save_file({k: torch.full_like(v, 3e38) for k, v in tensors.items()},
+              str(tmp_path / "huge" / "adapter_model.safetensors"))
+    cfg = json.loads((tmp_path / "b" / "adapter_config.json").read_text())
+    (tmp_path / "huge" / "adapter_config.json").write_text(json.dumps(cfg | {"lora_alpha": 64}))
+    one_line(run_cli("export", tmp_path / "huge", "--to", "vllm", "-o", tmp_path / "v"), 2, "overflows float32",
+             "nothing was written")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "huge"]

@@ -105,3 +105,9 @@ def test_export_model_never_writes_over_the_base_or_the_adapter(adapter_set, tin
         res = run_cli("export", adapter_set["rs8"], "--to", "model", "--base", base, "-o", out, "--force")
         one_line(res, "overlaps")
     assert snapshot(base, adapter_set["rs8"]) == before
+
+
+def test_deploy_to_an_overlong_path_is_one_line(adapter_set, tiny_base, tmp_path):
+    res = run_cli("deploy", adapter_set["rs8"], "--base", tiny_base, "--to", tmp_path / ("w" * 300))
+    one_line(res, "the file system allows", "choose a shorter --to path")
+    assert list(tmp_path.iterdir()) == []

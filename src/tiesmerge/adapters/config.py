@@ -120,6 +120,9 @@ def read_lora_settings(adapter_dir: Path, label: str) -> LoraSettings:
         raw = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadInputError(f"{label}: {cfg_path} is not valid JSON ({exc}); fix or re-save the adapter") from None
+    except RecursionError:
+        raise BadInputError(f"{label}: {cfg_path} is nested too deeply to be an adapter config; re-save the "
+                            "adapter") from None
     if not isinstance(raw, dict):
         raise BadInputError(f"{label}: {cfg_path} must hold a JSON object, got {type(raw).__name__}")
 

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Callable
 
+from tiesmerge.atomic import user_path
 from tiesmerge.errors import BadInputError
 
 # org/name[@revision]: the Hub's repo id rules (letters, digits, - _ .), one slash
@@ -35,7 +36,7 @@ def resolve(ref: str | Path, what: str, *, base_dir: Path | None = None, files: 
     """The folder `ref` names: a local path if one exists (relative to base_dir when given), else the Hub id's
     snapshot in the cache. Anything else comes back unchanged, for the reader to report."""
     text = str(ref)
-    local = Path(text).expanduser() if text.startswith("~") else Path(text)
+    local = user_path(text, what) if text.startswith("~") else Path(text)
     if base_dir is not None and not local.is_absolute():
         local = base_dir / local
     parsed = hub_id(text)

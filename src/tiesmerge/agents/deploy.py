@@ -20,7 +20,7 @@ from typing import Callable
 from tiesmerge.adapters.base_fit import check_reader_fits
 from tiesmerge.adapters.reader import AdapterReader
 from tiesmerge.agents.fallback import build_bank
-from tiesmerge.atomic import disk_error, refuse_overlap, user_path
+from tiesmerge.atomic import check_name_length, disk_error, refuse_overlap, user_path
 from tiesmerge.errors import BadInputError
 from tiesmerge.eval.models import EMBEDDED, embedded_base
 from tiesmerge.portable.config import AgentsConfig, dump_yaml
@@ -136,6 +136,7 @@ def deploy(merged: Path, base: str, to: Path, *, load_in_4bit: bool | None = Non
         raise BadInputError("--bank-size must be at least 1")
     base_ref = base_reference(base)
     to = user_path(to, "--to")
+    check_name_length(to, "--to")
     if to.exists() and not to.is_dir():
         raise BadInputError(f"--to {to} is a file; pass a folder")
     refuse_overlap(to, {"the merged adapter": merged, "the base model": base_ref if Path(base_ref).is_dir() else None},

@@ -46,8 +46,10 @@ def base_config(base: Path) -> dict:
     path = Path(base) / "config.json"
     try:
         cfg = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         raise BadInputError(f"--base {base}: no readable config.json; pass the base model's local folder") from None
+    if not isinstance(cfg, dict):
+        raise BadInputError(f"--base {base}: config.json is not a JSON object; pass the base model's local folder")
     if cfg.get("model_type") not in ARCHS:
         raise BadInputError(f"--base {base}: model_type {cfg.get('model_type')!r}; the GGUF export knows "
                             f"{', '.join(sorted(ARCHS))} (or export a full model with --to model)")
@@ -110,6 +112,9 @@ def export_gguf(adapter: Path, base: Path | None, out: Path, *, force: bool = Fa
             b_pad = torch.zeros((entry.d_out, rank))
             a_pad[: entry.rank] = a
             b_pad[:, : entry.rank] = b * entry.scale
+            if not torch.isfinite(b_pad).all():
+                raise BadInputError(f"module {name}: B × its scale overflows float32; the adapter's lora_alpha or "
+                                    "factors are out of range (nothing was written)")
             if arch == "llama" and name.endswith(("q_proj", "k_proj")):
                 heads = int(cfg["num_attention_heads"])
                 kv = int(cfg.get("num_key_value_heads") or heads) if name.endswith("k_proj") else heads

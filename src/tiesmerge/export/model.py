@@ -87,6 +87,9 @@ def export_model(adapter: Path, base: Path, out: Path, *, force: bool = False, p
                             raise BadInputError(f"{key}: base weight {list(tensor.shape)} does not match the "
                                                 f"adapter's ΔW {list(delta.shape)}; is --base the adapter's base?")
                         tensor = (tensor.float() + delta).to(tensor.dtype)
+                        if not torch.isfinite(tensor).all():
+                            raise BadInputError(f"{key}: W + ΔW overflows {str(tensor.dtype).removeprefix('torch.')}; "
+                                                "the adapter's scale or factors are out of range (nothing was written)")
                         folded += 1
                     writer.add(key, tensor)
             if progress:

@@ -39,6 +39,11 @@ def vllm_rank(rank: int) -> int:
                         f"re-factorise it at a lower rank first (tiesmerge merge … --rank {VLLM_RANKS[-1]})")
 
 
+def overflow(module: str, dtype) -> str:
+    return (f"module {module}: B × its scale overflows {str(dtype).removeprefix('torch.')}; the adapter's lora_alpha "
+            "or factors are out of range (nothing was written)")
+
+
 def check_for_vllm(reader: AdapterReader) -> None:
     raw = reader.settings.raw
     if raw.get("use_dora"):
@@ -67,8 +72,11 @@ def export_vllm(adapter: Path, out: Path, *, force: bool = False, progress=None)
                 b_pad = torch.zeros((entry.d_out, rank), dtype=torch.float32)
                 a_pad[: entry.rank] = a
                 b_pad[:, : entry.rank] = b * entry.scale
+                b_out = b_pad.to(entry.dtype)
+                if not torch.isfinite(b_out).all():
+                    raise BadInputError(overflow(name, entry.dtype))
                 writer.add(entry.a_key, a_pad.to(entry.dtype))
-                writer.add(entry.b_key, b_pad.to(entry.dtype))
+                writer.add(entry.b_key, b_out)
                 if progress:
                     progress(done + 1, len(names), name)
         cfg = dict(reader.settings.raw)

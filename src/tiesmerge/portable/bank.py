@@ -64,9 +64,9 @@ class FallbackBank:
         except FileNotFoundError:
             raise AgentInputError(f"no fallback bank at {path}: redeploy with `tiesmerge deploy`, or set "
                                   "`bank:` in agents.yaml") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise AgentInputError(f"fallback bank {path} cannot be read ({exc}); redeploy with `tiesmerge deploy`") \
-                from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise AgentInputError(f"fallback bank {path} cannot be read ({type(exc).__name__}: {str(exc)[:120]}); "
+                                  "redeploy with `tiesmerge deploy`") from None
         if not isinstance(data, dict) or data.get("version") != BANK_VERSION:
             raise AgentInputError(f"fallback bank {path} is not a version-{BANK_VERSION} bank; redeploy")
         return cls(data, topics, seed)

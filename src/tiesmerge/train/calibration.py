@@ -92,6 +92,8 @@ def _read_jsonl(path: Path) -> list[Prompt]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise BadInputError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+            except RecursionError:
+                raise BadInputError(f"{path}:{n}: JSON nested too deeply") from None
             out.append(_from_row(row, f"{path}:{n}"))
     return out
 
