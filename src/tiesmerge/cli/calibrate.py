@@ -11,8 +11,9 @@ from typing import List, Optional
 import typer
 
 from tiesmerge.cli.common import guarded, name_value_pairs
-from tiesmerge.cli.recipe_flags import build_recipe
+from tiesmerge.cli.recipe_flags import build_recipe, note
 from tiesmerge.errors import BadInputError
+from tiesmerge.merge.job import from_hub
 from tiesmerge.merge.recipe import Recipe
 from tiesmerge.train.calibration import DEFAULT_SIZE, PromptFormat, load_calibration
 
@@ -114,7 +115,7 @@ def calibrate(
     from tiesmerge.eval.models import load_base
     from tiesmerge.train.statistics import calibrate as collect
 
-    spec = build_recipe(recipe, adapter, {})
+    spec = from_hub(build_recipe(recipe, adapter, {}), note)
     plan_set([AdapterReader(a.path, a.name) for a in spec.adapters], spec.base_model, spec.allow_base_mismatch)
     prompts = prompt_sets(spec, calibration, size, test)
     if pp and load_in_4bit:
@@ -197,7 +198,7 @@ def refine(
                               heldout=heldout, eval_every=eval_every, patience=patience, seed=seed)
     settings.check()
     overrides = {} if recipe is not None else {("method",): "iso_c", ("space",): "core", ("output", "rank"): "full"}
-    spec = build_recipe(recipe, adapter, overrides)
+    spec = from_hub(build_recipe(recipe, adapter, overrides), note)
     prompts = prompt_sets(spec, calibration, size, test)
     if start is not None and not (start / "adapter_config.json").is_file():
         raise BadInputError(f"--start {start}: no adapter_config.json (give a merged adapter's folder)")
