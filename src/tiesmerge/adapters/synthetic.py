@@ -45,11 +45,13 @@ SHAPES = {
     s.name: s
     for s in (
         ModelShape("smollm2-135m", hidden=576, kv=192, intermediate=1536, layers=30),
+        ModelShape("qwen2.5-7b", hidden=3584, kv=512, intermediate=18944, layers=28),
         ModelShape("qwen2.5-72b", hidden=8192, kv=1024, intermediate=29568, layers=80),
         ModelShape("tiny", hidden=64, kv=32, intermediate=128, layers=2),
     )
 }
-BASE_MODELS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct", "qwen2.5-72b": "Qwen/Qwen2.5-72B-Instruct"}
+BASE_MODELS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct", "qwen2.5-7b": "Qwen/Qwen2.5-7B-Instruct",
+               "qwen2.5-72b": "Qwen/Qwen2.5-72B-Instruct"}
 
 
 def _factors(gen: torch.Generator, d_out: int, d_in: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
