@@ -91,6 +91,19 @@ def test_a_missing_id_offline_is_one_line(hub, tmp_path):
     assert os.environ["HF_HUB_OFFLINE"] == "1"
 
 
+def test_the_cache_follows_hf_home_set_after_import(hub, tmp_path, monkeypatch):
+    """huggingface_hub fixes its cache path when imported; the lookup reads the environment at call time."""
+    import huggingface_hub  # noqa: F401  imported before the variables change
+
+    monkeypatch.delenv("HF_HUB_CACHE")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    hub.rename(tmp_path / "home" / "hub")
+    res = run_cli("inspect", "org/adb")
+    assert res.exit_code == 0, res.stderr
+    assert f"{tmp_path / 'home' / 'hub'}/models--org--adb/snapshots/{MAIN}" in res.stderr
+
+
 def test_paths_that_are_not_hub_ids_are_left_to_the_reader(hub, tmp_path):
     res = run_cli("inspect", "./org/none", "a/b/c", "/abs/x")
     assert res.exit_code == 2 and "path does not exist" in res.stderr and "Hugging Face" not in res.stderr

@@ -27,6 +27,19 @@ def hub_id(ref: str) -> tuple[str, str | None] | None:
     return m["repo"], m["rev"]
 
 
+def cache_dir() -> str:
+    """huggingface_hub's cache folder, read from the environment now (its own constant is fixed at import):
+    HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE, HF_HOME/hub, XDG_CACHE_HOME/huggingface/hub, ~/.cache/huggingface/hub."""
+    env = os.environ
+    for key in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if env.get(key):
+            return str(Path(env[key]).expanduser())
+    if env.get("HF_HOME"):
+        return str(Path(env["HF_HOME"]).expanduser() / "hub")
+    xdg = Path(env["XDG_CACHE_HOME"]).expanduser() if env.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+    return str(xdg / "huggingface" / "hub")
+
+
 def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -52,7 +65,7 @@ def resolve(ref: str | Path, what: str, *, base_dir: Path | None = None, files: 
                             "(pip install huggingface_hub, or tiesmerge[eval])")
     from huggingface_hub import snapshot_download
 
-    cache = os.environ.get("HF_HUB_CACHE") or None
+    cache = cache_dir()
     try:
         folder = snapshot_download(repo, revision=revision, cache_dir=cache, local_files_only=offline(),
                                    allow_patterns=files)
