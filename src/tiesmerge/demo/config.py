@@ -8,6 +8,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tiesmerge.eval.builtin.build import DOMAINS
+from tiesmerge.merge.params import LAMBDA
+from tiesmerge.merge.recipe import refuse_bools
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
@@ -53,8 +55,15 @@ class DemoConfig(BaseModel):
     limit: int | None = Field(None, ge=1, description="at most N evaluation questions per domain (default: all)")
     batch_size: int = Field(16, ge=1, description="evaluation batch size")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _strict(cls, data: Any) -> Any:
+        return refuse_bools(cls, data)
+
     @model_validator(mode="after")
     def _check(self) -> "DemoConfig":
+        LAMBDA.check(self.lam)  # the merge parameters' own declarations (range, finiteness)
+        LAMBDA.check(self.subspace_lambda)
         unknown = [d for d in self.domains if d not in DOMAINS]
         if unknown:
             raise ValueError(f"unknown domain(s) {', '.join(unknown)}; built-in: {', '.join(DOMAINS)}")

@@ -18,7 +18,7 @@ from tiesmerge.merge.types import Method, RankMode, SignRule, Space, SvdMode
 _FROZEN = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, use_enum_values=False, allow_inf_nan=False)
 
 
-def _no_bools(model: type[BaseModel], data: Any) -> Any:
+def refuse_bools(model: type[BaseModel], data: Any) -> Any:
     """Refuse a YAML/JSON boolean where a number is expected: `rank: true` would otherwise become rank 1 and
     `weight: false` weight 0 (pydantic's lax mode converts them)."""
     if not isinstance(data, dict):
@@ -127,7 +127,7 @@ class AdapterEntry(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _defaults(cls, data: Any) -> Any:
-        data = _density_from_trim(_no_bools(cls, data))
+        data = _density_from_trim(refuse_bools(cls, data))
         if isinstance(data, dict) and not data.get("name") and data.get("path"):
             data = {**data, "name": Path(str(data["path"])).name}
         return data
@@ -163,7 +163,7 @@ class OutputSpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _strict(cls, data: Any) -> Any:
-        return _no_bools(cls, data)
+        return refuse_bools(cls, data)
 
     def unused(self) -> list[str]:
         """Notes for settings this output does not read (energy / max_rank apply to rank auto only)."""

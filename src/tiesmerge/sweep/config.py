@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from tiesmerge.errors import BadInputError, as_bad_input
 from tiesmerge.merge.params import DENSITY, LAMBDA
-from tiesmerge.merge.recipe import AdapterEntry
+from tiesmerge.merge.recipe import AdapterEntry, refuse_bools
 from tiesmerge.merge.types import Method, SignRule, Space
 from tiesmerge.portable import limits
 
@@ -45,6 +45,11 @@ class EvalSpec(BaseModel):
     batch_size: int = Field(16, ge=1)
     n_per_domain: int = Field(1000, ge=20, description="built-in set size per domain")
     data_seed: int = Field(0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strict(cls, data: Any) -> Any:
+        return refuse_bools(cls, data)
 
     @model_validator(mode="after")
     def _check(self) -> "EvalSpec":

@@ -1,0 +1,30 @@
+"""The demo and sweep configs hold the recipe's line on types and ranges: a boolean is not a number, and λ comes
+from its declaration (finite, within ±1e4) — one line each, before any work."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tests.cli.helpers import run_cli
+from tiesmerge.demo.config import DemoConfig
+
+
+@pytest.mark.parametrize("bad, needle", [({"rank": True}, "rank: expected a number"),
+                                         ({"refine_steps": False}, "refine_steps: expected a number"),
+                                         ({"lambda": 1e308}, r"lambda 1e\+308 is outside"),
+                                         ({"subspace_lambda": 2e4}, "lambda 20000 is outside")])
+def test_demo_config_refuses_bools_and_absurd_lambdas(bad, needle):
+    with pytest.raises(ValueError, match=needle):
+        DemoConfig.model_validate(bad)
+
+
+@pytest.mark.parametrize("change, needle", [({"lambda": [1e308]}, "lambda 1e+308 is outside"),
+                                            ({"rank": [True]}, "rank: expected numbers"),
+                                            ({"eval": {"batch_size": True}}, "batch_size: expected a number")])
+def test_sweep_config_refuses_them_too(tmp_path, change, needle):
+    cfg = {"adapters": [{"name": "a", "path": "a"}, {"name": "b", "path": "b"}], **change}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(cfg))
+    res = run_cli("sweep", tmp_path / "s.yaml", "-o", tmp_path / "out")
+    assert res.exit_code == 2 and needle in res.stderr, res.stderr
+    assert not (tmp_path / "out").exists()
