@@ -28,3 +28,12 @@ def test_sweep_config_refuses_them_too(tmp_path, change, needle):
     res = run_cli("sweep", tmp_path / "s.yaml", "-o", tmp_path / "out")
     assert res.exit_code == 2 and needle in res.stderr, res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_demo_never_writes_over_its_cache(tmp_path):
+    cache = tmp_path / "cache"
+    (cache / "demo" / "specialists").mkdir(parents=True)
+    for out in (cache, cache / "demo", tmp_path):
+        res = run_cli("demo", "-o", out, "--force", env={"TIESMERGE_CACHE": str(cache)})
+        assert res.exit_code == 2 and "overlaps the tiesmerge cache" in res.stderr, res.stderr
+    assert (cache / "demo" / "specialists").is_dir()

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from tiesmerge.atomic import atomic_output_dir, check_output_dir
-from tiesmerge.cache import adapter_digest
+from tiesmerge.atomic import atomic_output_dir, check_output_dir, refuse_overlap
+from tiesmerge.cache import adapter_digest, cache_dir
 from tiesmerge.demo import table
 from tiesmerge.demo.config import DemoConfig
 from tiesmerge.demo.evaluation import evaluate_targets
@@ -44,6 +44,10 @@ def run_demo(config: DemoConfig, out: Path, *, force: bool, progress: ProgressFa
     from tiesmerge.eval.models import EMBEDDED, embedded_base
 
     check_output_dir(out, force)  # before 19 minutes of work, not after
+    local_base = Path(config.base).expanduser() if config.base not in EMBEDDED else None
+    refuse_overlap(out, {"the tiesmerge cache (base, specialists, merges)": cache_root or cache_dir(),
+                         "the base model": local_base if local_base is not None and local_base.is_dir() else None},
+                   "write the demo's results to a separate folder")
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     base_path = str(embedded_base(config.base, log)) if config.base in EMBEDDED else config.base
