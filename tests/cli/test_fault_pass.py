@@ -311,10 +311,12 @@ def test_the_card_front_matter_is_yaml_whatever_the_base_name(pair, tmp_path):
 
 
 # -- a signal while Python is still importing -----------------------------------------------------------------
+@pytest.mark.parametrize("how", [["-c", "from tiesmerge.cli.entry import main; main()"], ["-m", "tiesmerge"]],
+                         ids=["console-script", "python-m"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
-def test_a_signal_during_start_up_is_one_line_with_the_signals_code(tmp_path, sig):
+def test_a_signal_during_start_up_is_one_line_with_the_signals_code(tmp_path, sig, how):
     env = {**os.environ, "TIESMERGE_TEST_SLOW_START": "30"}
-    proc = subprocess.Popen([sys.executable, "-c", "from tiesmerge.cli.entry import main; main()", "methods"],
+    proc = subprocess.Popen([sys.executable, *how, "methods"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     time.sleep(1.0)  # inside the start-up window (the handler is the entry's first statement)
     proc.send_signal(sig)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import typer
+if __name__ == "__main__":  # `python -m tiesmerge.cli.app`: signals answered in one line from here on
+    from tiesmerge.cli.entry import install_start_handlers
 
-from tiesmerge import __version__
+    install_start_handlers()
+
+import typer  # noqa: E402
+
+from tiesmerge import __version__  # noqa: E402
 from tiesmerge.cli import adapters, calibrate, data, demo, deploy, examples, inspect, merge, methods, sweep
 from tiesmerge.cli import eval as eval_cli
 from tiesmerge.cli import export as export_cli

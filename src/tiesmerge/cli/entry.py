@@ -16,10 +16,15 @@ def _while_starting(signum, frame):  # pragma: no cover - runs in the child of t
     os._exit(128 + signum)
 
 
-def main() -> None:
+def install_start_handlers() -> None:
+    """One line and exit 128 + N for a signal that arrives before the commands' own handlers are installed."""
     for name in EARLY:
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), _while_starting)
+
+
+def main() -> None:
+    install_start_handlers()
     if os.environ.get("TIESMERGE_TEST_SLOW_START"):  # the signal test's window, wide enough to hit reliably
         import time
 
