@@ -21,7 +21,7 @@ def imports():
     """(importing package, imported package, imported names, file) for every tiesmerge import."""
     for f in ROOT.rglob("*.py"):
         rel = f.relative_to(ROOT).parts
-        pkg = rel[0] if len(rel) > 1 else "(top)"
+        pkg = rel[0] if len(rel) > 1 else "cli" if rel == ("__main__.py",) else "(top)"  # `python -m tiesmerge`
         for node in ast.walk(ast.parse(f.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "tiesmerge":
                 mods = [(node.module, [a.name for a in node.names])]

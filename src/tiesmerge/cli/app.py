@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 if __name__ == "__main__":  # `python -m tiesmerge.cli.app`: signals answered in one line from here on
-    from tiesmerge.cli.entry import install_start_handlers
+    from tiesmerge.cli.start import install_start_handlers
 
     install_start_handlers()
 

@@ -4,23 +4,9 @@ KeyboardInterrupt traceback (SIGINT) or end silently (SIGTERM). Nothing has been
 the signal's exit code (128 + N) is all there is to say."""
 
 import os
-import signal
 import sys
 
-EARLY = ("SIGINT", "SIGTERM", "SIGHUP")
-
-
-def _while_starting(signum, frame):  # pragma: no cover - runs in the child of the signal test
-    name = signal.Signals(signum).name
-    os.write(2, f"error: interrupted by {name} while starting; nothing was written\n".encode())
-    os._exit(128 + signum)
-
-
-def install_start_handlers() -> None:
-    """One line and exit 128 + N for a signal that arrives before the commands' own handlers are installed."""
-    for name in EARLY:
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), _while_starting)
+from tiesmerge.cli.start import install_start_handlers
 
 
 def main() -> None:
