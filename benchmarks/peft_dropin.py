@@ -22,6 +22,9 @@ sys.path.insert(0, str(ROOT / "src"))
 from tiesmerge.cache import artifact_root  # noqa: E402
 from tiesmerge.peft import add_merged_adapter  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_quality import paired  # noqa: E402  the paired 95 % interval the quality suites use
+
 DOMAINS = ("math", "code", "stem", "humanities")
 
 
@@ -32,16 +35,6 @@ def specialists() -> dict[str, Path]:
     if missing:
         raise SystemExit(f"no cached demo specialists for {missing} in {root}: run `make demo` first")
     return {d: f[-1] for d, f in found.items()}
-
-
-def paired(a: list[int], b: list[int]) -> tuple[float, float, float]:
-    """Mean difference a − b on the same questions with its paired 95 % (Wald) interval."""
-    n = len(a)
-    d = [x - y for x, y in zip(a, b)]
-    mean = sum(d) / n
-    var = sum((x - mean) ** 2 for x in d) / (n - 1) if n > 1 else 0.0
-    half = 1.959964 * math.sqrt(var / n)
-    return mean, mean - half, mean + half
 
 
 def deltas(model, name):

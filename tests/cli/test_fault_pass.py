@@ -22,25 +22,17 @@ from safetensors.torch import load_file, save_file
 
 from tests.cli.helpers import run_cli, with_config
 from tests.cli.test_core_install import write_adapter
+from tests.cli.test_faults import one_line as faults_one_line
 
 pytestmark = pytest.mark.core
 
 
-@pytest.fixture()
-def pair(tmp_path):
-    write_adapter(tmp_path / "a", seed=1, r=4, alpha=8, rslora=True)
-    write_adapter(tmp_path / "b", seed=2, r=4, alpha=8, rslora=False)
-    return tmp_path / "a", tmp_path / "b"
-
-
 def one_line(res, code: int, *needles: str) -> str:
-    assert res.exit_code == code, (res.exit_code, res.output, res.stderr)
-    errors = [ln for ln in res.stderr.strip().splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1, res.stderr
+    """test_faults' contract (the exit code, exactly one `error:` line holding the needles), and no traceback or
+    internal error anywhere on stderr."""
+    line = faults_one_line(res, code, *needles)
     assert "Traceback" not in res.stderr and "internal error" not in res.stderr, res.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
+    return line
 
 
 def snapshot(*folders: Path) -> dict[str, bytes]:

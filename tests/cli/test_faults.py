@@ -23,13 +23,6 @@ from tests.cli.test_core_install import read_adapter, write_adapter
 pytestmark = pytest.mark.core
 
 
-@pytest.fixture()
-def pair(tmp_path):
-    write_adapter(tmp_path / "a", seed=1, r=4, alpha=8, rslora=True)
-    write_adapter(tmp_path / "b", seed=2, r=4, alpha=8, rslora=False)
-    return tmp_path / "a", tmp_path / "b"
-
-
 def merge_args(pair, out, *extra):
     a, b = pair
     return ("merge", "--adapter", f"a={a}", "--adapter", f"b={b}", "--density", "0.5", "--rank", "4", "-o", out,

@@ -29,6 +29,9 @@ def build_recipe(recipe: RecipeLike | None, *, adapters: Any = None, weights: An
                  base_dir: Path | None = None, **params: Any) -> Recipe:
     """A validated Recipe from a recipe (path, Recipe or mapping) or from keyword arguments; keyword arguments
     override the recipe's values. Raises BadInputError (one line) on any invalid value."""
+    overridden = any(v is not None for v in (adapters, weights, method, space, rank, parameters)) or bool(params)
+    if isinstance(recipe, Recipe) and not overridden:
+        return recipe  # already validated and resolved
     if isinstance(recipe, Recipe):
         data = recipe.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_unset=True)
         data["adapters"] = recipe.model_dump(mode="json", by_alias=True, exclude_none=True)["adapters"]
@@ -37,7 +40,7 @@ def build_recipe(recipe: RecipeLike | None, *, adapters: Any = None, weights: An
         data, source, base_dir = dict(recipe), "recipe", base_dir or Path.cwd()
     elif recipe is not None:
         path = Path(recipe)
-        if not (adapters or weights or method or space or rank or parameters or params):
+        if not overridden:
             return load_recipe(path, log=logging.getLogger("tiesmerge").info)
         from tiesmerge.configs.loader import read_yaml
         from tiesmerge.configs.mergekit_yaml import from_mergekit, is_mergekit

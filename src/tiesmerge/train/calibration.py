@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from tiesmerge.choices import Choice
-from tiesmerge.errors import BadInputError
+from tiesmerge.errors import BadInputError, as_bad_input
 from tiesmerge.eval.questions import LETTERS
+from tiesmerge.portable import limits
 
 DEFAULT_SIZE = 256  # prompts per adapter
 MAX_FILE_BYTES = 256 << 20
@@ -85,30 +86,14 @@ def _from_row(row, where: str) -> Prompt:
 
 
 def _read_jsonl(path: Path) -> list[Prompt]:
-    out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BadInputError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-            except RecursionError:
-                raise BadInputError(f"{path}:{n}: JSON nested too deeply") from None
-            out.append(_from_row(row, f"{path}:{n}"))
-    return out
+    lines = enumerate(as_bad_input(limits.read_text)(path, "calibration file").splitlines(), 1)
+    return [_from_row(as_bad_input(limits.loads_json)(line, f"{path}:{n}"), f"{path}:{n}")
+            for n, line in lines if line.strip()]
 
 
 def _read_json(path: Path) -> list[Prompt]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise BadInputError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-    except RecursionError:
-        raise BadInputError(f"{path}: JSON nested too deeply") from None
-    if isinstance(data, dict) and isinstance(data.get("questions"), list):
-        data = data["questions"]
-    if not isinstance(data, list):
-        raise BadInputError(f"{path}: expected a JSON list of questions or texts")
+    """A JSON list of questions or texts (or {"questions": [...]}), read as the question lists are."""
+    data = as_bad_input(limits.read_question_list)(path, "calibration file")
     return [_from_row(row, f"{path}: item {n}") for n, row in enumerate(data, 1)]
 
 
