@@ -46,3 +46,67 @@ def test_chunked_with_negative_weight_and_no_normalize():
         p = MethodParams(weights=(1.5, -0.7), densities=(0.3, 0.6), normalize=normalize)
         dense = ties(_stack(bs, as_, 50), p)
         assert_close(ties_from_factors(bs, as_, p, chunk_elements=50).delta, dense.delta, rtol=1e-5, atol=1e-5)
+
+
+# -- the one-pass kernel: trims bracketed from a sample of the factors' entries, fixed up after the pass ----------
+def _two_pass(bs, as_, p, chunk):
+    """The two-pass kernel (exact thresholds selected first) on the same chunks: the one-pass result must equal it."""
+    from tiesmerge.merge.chunked import thresholds
+    return ties_from_factors(bs, as_, p, chunk_elements=chunk, limits=thresholds(bs, as_, p.densities, chunk_rows(as_[0].shape[1], chunk)))
+
+
+@pytest.mark.parametrize("integer", [False, True])
+@pytest.mark.parametrize("sign", [SignRule.sum, SignRule.count])
+@pytest.mark.parametrize("chunk", [1 << 24, 37, 500])
+def test_one_pass_equals_dense_bitwise(integer, sign, chunk):
+    """A sample of 64 entries per adapter forces the one-pass path on a 90 × 70 module; integer factors put thousands
+    of exact ties at the thresholds (the tie quota is then settled after the pass, in index order)."""
+    bs, as_ = _factors(11, 90, 70, (4, 7, 2, 5), integer=integer)
+    p = MethodParams(weights=(0.5, 1.2, 0.3, 0.8), densities=(0.2, 0.45, 1.0, 0.05), lam=1.3, sign=sign)
+    got = ties_from_factors(bs, as_, p, chunk_elements=chunk, sample=64)
+    dense = ties(_stack(bs, as_, chunk), p)
+    assert torch.equal(got.delta, dense.delta)
+    assert torch.equal(got.delta, _two_pass(bs, as_, p, chunk).delta)
+    assert got.stats.kept_density == pytest.approx(dense.stats.kept_density, rel=1e-12)
+    assert got.stats.sign_conflict_rate == pytest.approx(dense.stats.sign_conflict_rate, rel=1e-12)
+
+
+def test_one_pass_kept_density_is_exact():
+    bs, as_ = _factors(12, 80, 60, (3, 3, 3))
+    p = MethodParams(weights=(1.0, 1.0, 1.0), densities=(0.3, 0.3, 0.3))
+    got = ties_from_factors(bs, as_, p, chunk_elements=300, sample=64)
+    assert got.stats.kept_density == pytest.approx(int(0.3 * 80 * 60) / (80 * 60))
+
+
+def test_a_bracket_that_misses_falls_back_to_exact_selection(monkeypatch):
+    """A sample whose bracket excludes the threshold (here: forced) is detected after the pass and the module is
+    merged again with exactly selected thresholds — the same result."""
+    from tiesmerge.merge import steps
+
+    bs, as_ = _factors(13, 90, 70, (4, 6))
+    p = MethodParams(weights=(0.6, 0.4), densities=(0.25, 0.4))
+    want = ties(_stack(bs, as_, 400), p).delta
+    monkeypatch.setattr(steps, "bracket", lambda sample, k, n: (float(sample.max()) * 0.99, float(sample.max())))
+    assert torch.equal(ties_from_factors(bs, as_, p, chunk_elements=400, sample=64).delta, want)
+
+
+def test_bracket_holds_the_kth_largest():
+    from tiesmerge.merge import steps
+
+    gen = torch.Generator().manual_seed(4)
+    values = torch.randn(200_000, generator=gen).abs()
+    for k in (1, 40, 40_000, 199_999):
+        sample = values[torch.randint(values.numel(), (4096,), generator=gen)]
+        lo, hi = steps.bracket(sample, k, values.numel())
+        kth = float(torch.sort(values, descending=True).values[k - 1])
+        assert lo <= kth <= hi
+
+
+def test_sampled_magnitudes_are_entries_of_the_product():
+    from tiesmerge.merge.chunked import sampled_magnitudes
+
+    b, a = torch.randn(30, 4), torch.randn(4, 20)
+    got = sampled_magnitudes(b, a, 500, seed=3)
+    full = (b @ a).abs().reshape(-1)
+    nearest = (got[:, None] - full[None, :]).abs().min(1).values
+    assert float(nearest.max()) < 1e-5

@@ -1,15 +1,22 @@
-"""Full-space TIES from LoRA factors in bounded memory: ΔW rows are formed chunk by chunk.
+"""Full-space TIES from LoRA factors in bounded memory and one pass: ΔW rows are formed chunk by chunk.
 
-Pass 1 forms each ΔW_t once (one at a time) to find its trim threshold by selection (kthvalue on
-CPU, top-k on CUDA) and how many entries tied with it are kept. Pass 2 walks row chunks: re-forms
-each adapter's chunk from its factors (a cheap GEMM), trims it with its threshold (ties kept in index
-order, as the dense trim does) and folds it into running sums, then elects signs and merges. The
-result equals the dense kernel (`methods/ties.py`) entry for entry, while the stack of T dense ΔW
-never exists: peak memory is the merged ΔW plus one ΔW_t and its magnitudes, plus a few chunk buffers.
+The trim needs each ΔW_t's k-th largest magnitude before any entry can be trimmed. Rather than a first pass that
+forms every ΔW_t to select it, a fixed-seed sample of ΔW_t's entries (dot products of factor rows and columns, no
+ΔW) brackets that threshold in [lo, hi]. The single pass over row chunks then forms each adapter's chunk once
+(a GEMM), trims it provisionally at hi (what lies above hi is kept by the exact trim too), weights it and elects
+and merges with the same step functions as the dense kernel (steps.py), while it counts the entries above hi and
+records the few positions where some adapter's magnitude lies inside its bracket, with every adapter's value
+there. After the pass the exact threshold is selected inside the bracket, and those positions alone are
+trimmed, elected and merged again with their final trims (ties at the threshold kept in index order, as the dense
+trim keeps them). The result equals the dense kernel (`methods/ties.py`) entry for entry; the stack of T dense
+ΔW never exists, nor does any whole ΔW_t. A bracket that misses (a ~1e-9 event) falls back to the two-pass
+kernel: pass 1 selects the thresholds exactly, pass 2 trims with them (`limits`; a sweep's ThresholdTable
+supplies them too). Small modules take the two-pass kernel: their selection costs less than a sample.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -17,7 +24,8 @@ import torch
 from tiesmerge.merge import steps
 from tiesmerge.merge.types import MergeOutput, MergeStats, MethodParams
 
-CHUNK_ELEMENTS = 1 << 22  # entries per row chunk (16 MiB in fp32; about ten such buffers are live)
+CHUNK_ELEMENTS = 1 << 22  # entries per row chunk (16 MiB in fp32; T + about eight such buffers are live)
+SAMPLE = 1 << 18  # entries of each ΔW_t sampled to bracket its trim threshold (the bracket then holds ~1 %)
 
 
 def chunk_rows(n: int, chunk_elements: int) -> int:
@@ -59,50 +67,140 @@ class ThresholdTable:
         return [self.limit(t, d) for t, d in enumerate(densities)]
 
 
-def ties_from_factors(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], p: MethodParams,
-                      chunk_elements: int = CHUNK_ELEMENTS, limits=None) -> MergeOutput:
-    """TIES of ΔW_t = bs[t] @ as_[t] (scales already folded into bs), equal to `ties(stack, p)`, built from the
-    same step functions (steps.py) applied to running sums.
+def sampled_magnitudes(b: torch.Tensor, a: torch.Tensor, count: int, seed: int) -> torch.Tensor:
+    """|ΔW| at `count` uniformly drawn (row, column) positions of ΔW = b @ a, from the factors alone."""
+    m, n = b.shape[0], a.shape[1]
+    gen = torch.Generator().manual_seed(seed)
+    rows = torch.randint(m, (count,), generator=gen).to(b.device)
+    cols = torch.randint(n, (count,), generator=gen).to(b.device)
+    a_t = a.T.contiguous()  # row gathers, not strided column gathers
+    out = torch.empty(count, dtype=torch.float32, device=b.device)
+    step = 1 << 14
+    for s0 in range(0, count, step):
+        out[s0: s0 + step] = (b[rows[s0: s0 + step]] * a_t[cols[s0: s0 + step]]).sum(1)
+    return out.abs_()
 
-    Per row chunk, adapters are folded in one at a time: each chunk of ΔW_t is trimmed with its limit
-    (`steps.limit_mask`, the quota of tied entries carried across chunks), weighted, and added to the election's
-    totals (`SignTotals`) and the disjoint merge's signed sums (`SignedSums`); then `steps.elect` and
-    `steps.merge_agreeing` finish the chunk — no T-stacked tensor, no extra pass. `limits` (from a
-    ThresholdTable) skips pass 1.
-    """
+
+@dataclass
+class Bracket:
+    """One adapter's trim in the one-pass kernel: keep its k largest |ΔW_t|, whose k-th lies in [lo, hi]."""
+
+    k: int
+    lo: float
+    hi: float
+    above: int = 0  # entries seen so far with magnitude > hi
+
+    def limit(self, band_mags: torch.Tensor) -> tuple[float, int] | None:
+        """The exact (threshold, tied entries kept) from the magnitudes inside the bracket (all of them, any order),
+        or None when the bracket missed the k-th largest."""
+        need = self.k - self.above
+        if not 0 < need <= band_mags.numel():
+            return None
+        thr = steps.kth_largest(band_mags, need)
+        return float(thr), need - int((band_mags > thr).sum())
+
+
+def plan_trims(bs, as_, densities, sample: int) -> list[Bracket | tuple[float | None, int]]:
+    """Per adapter: a Bracket, or an exact limit where the trim keeps all or nothing."""
+    plan = []
+    for t, (b, a, density) in enumerate(zip(bs, as_, densities)):
+        numel = b.shape[0] * a.shape[1]
+        k = steps.keep_count(density, numel)
+        if k >= numel:
+            plan.append((None, 0))
+        elif k == 0:
+            plan.append((float("inf"), 0))
+        else:
+            lo, hi = steps.bracket(sampled_magnitudes(b, a, sample, seed=numel ^ k ^ t), k, numel)
+            plan.append(Bracket(k, lo, hi))
+    return plan
+
+
+def _keep(mag: torch.Tensor, trim, quota: list[int], t: int, out: torch.Tensor) -> torch.Tensor:
+    """Step 1's keep-mask (0./1.) of one chunk: exact for a limit (carrying its tie quota), provisional (> hi, so
+    entries inside the bracket are left out for now) for a Bracket."""
+    if isinstance(trim, Bracket):
+        return torch.gt(mag, trim.hi, out=out)
+    mask, used = steps.limit_mask(mag, trim[0], quota[t], out=out)
+    quota[t] -= used
+    return mask
+
+
+def _merge_rows(xs: list[torch.Tensor], keeps: list[torch.Tensor], p: MethodParams, normalize: bool,
+                nonzero_kept: Sequence[bool] = (), out: torch.Tensor | None = None) -> tuple[torch.Tensor, int, int, int]:
+    """Steps 1–3 on the same rows (or positions) of every adapter's ΔW: trim (in place), weight, elect, merge.
+    Returns (merged, kept non-zero entries, agreeing entries, conflicting entries). `nonzero_kept[t]`: adapter t's
+    mask keeps no zero entry (a threshold above 0), so counting the mask counts what it keeps."""
+    kept = 0
+    for t, (x, keep, w) in enumerate(zip(xs, keeps, p.weights)):
+        x.mul_(keep)  # Step 1: trim, then weight: τ̂_t = w_t · trim(ΔW_t)
+        kept += steps.count(keep) if t < len(nonzero_kept) and nonzero_kept[t] else int(torch.count_nonzero(x))
+        x.mul_(w)
+    sign = steps.elect_sign(xs, p.sign)  # Step 2: elect the sign of every entry
+    merged, agreeing, disagreeing = steps.merge_agreeing(xs, p.weights, sign, normalize, out=out)  # Step 3
+    return merged, kept, agreeing, disagreeing
+
+
+def ties_from_factors(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], p: MethodParams,
+                      chunk_elements: int = CHUNK_ELEMENTS, limits=None, sample: int = SAMPLE) -> MergeOutput:
+    """TIES of ΔW_t = bs[t] @ as_[t] (scales already folded into bs), equal to `ties(stack, p)`, in one pass over
+    ΔW's rows (see the module docstring); `limits` (from a ThresholdTable) gives the exact trims up front."""
     m, n = bs[0].shape[0], as_[0].shape[1]
-    device = bs[0].device
     rows = chunk_rows(n, chunk_elements)
-    limits = limits if limits is not None else thresholds(bs, as_, p.densities, rows)
-    quota = [q for _, q in limits]
-    merged = torch.empty((m, n), dtype=torch.float32, device=device)
-    kept = nonzero = disagree = 0
+    if limits is None and m * n <= 4 * sample:
+        limits = thresholds(bs, as_, p.densities, rows)
+    plan = list(limits) if limits is not None else plan_trims(bs, as_, p.densities, sample)
+    bracketed = [t for t, trim in enumerate(plan) if isinstance(trim, Bracket)]
+    quota = [0 if isinstance(trim, Bracket) else trim[1] for trim in plan]
     normalize = True if p.normalize is None else p.normalize
+    merged = torch.empty((m, n), dtype=torch.float32, device=bs[0].device)
+    kept = agreeing = disagreeing = 0
+    band_at, band_values = [], []  # positions inside some adapter's bracket, and every adapter's ΔW there
+    nonzero_kept = [isinstance(trim, Bracket) or (trim[0] is not None and trim[0] > 0) for trim in plan]
+    new = lambda: torch.empty((min(rows, m), n), dtype=torch.float32, device=merged.device)  # noqa: E731
+    xs_buf, keep_buf, mag, band = [new() for _ in bs], [new() for _ in bs], new(), new()
     for r0 in range(0, m, rows):
         r1 = min(m, r0 + rows)
-        x = torch.empty((r1 - r0, n), device=device)
-        totals, sums = steps.SignTotals.zeros(x), steps.SignedSums.zeros(x)
-        for t, (b, a) in enumerate(zip(bs, as_)):
-            torch.matmul(b[r0:r1], a, out=x)
-            # Step 1: trim to the adapter's limit, then weight: τ̂_t = w_t · trim(ΔW_t)
-            thr, _ = limits[t]
-            if thr is not None:
-                mask, used = steps.limit_mask(x.abs(), thr, quota[t])
-                quota[t] -= used
-                x.mul_(mask)
-                del mask
-            kept += int(torch.count_nonzero(x))
-            x.mul_(p.weights[t])
-            steps.fold_(totals, sums, x, p.weights[t])
-        # Step 2: elect the sign of every entry
-        up = steps.elect_up(totals, p.sign)
-        # Step 3: disjoint merge: the agreeing entries' sum over their weight
-        merged[r0:r1] = steps.merge_agreeing(sums, up, normalize)
-        d, k = steps.conflicts(totals, up)
-        disagree, nonzero = disagree + d, nonzero + k
-        del totals, sums, up, x
+        xs = [torch.matmul(b[r0:r1], a, out=buf[: r1 - r0]) for b, a, buf in zip(bs, as_, xs_buf)]
+        keeps = []
+        inside = band[: r1 - r0].zero_() if bracketed else None
+        for t, x in enumerate(xs):
+            torch.abs(x, out=mag[: r1 - r0])
+            keeps.append(_keep(mag[: r1 - r0], plan[t], quota, t, keep_buf[t][: r1 - r0]))
+            if isinstance(plan[t], Bracket):  # inside its bracket: ≥ lo and not > hi
+                inside.add_(torch.ge(mag[: r1 - r0], plan[t].lo, out=mag[: r1 - r0])).sub_(keeps[t])
+        if bracketed:
+            at = inside.view(-1).nonzero().squeeze(1)
+            band_at.append(at + r0 * n)
+            band_values.append(torch.stack([x.view(-1)[at] for x in xs]))
+        _, k, a, d = _merge_rows(xs, keeps, p, normalize, nonzero_kept, out=merged[r0:r1])
+        kept, agreeing, disagreeing = kept + k, agreeing + a, disagreeing + d
+        for t in bracketed:
+            plan[t].above += steps.count(keeps[t])
+    del xs_buf, keep_buf, mag, band
+    if bracketed:
+        at, values = torch.cat(band_at), torch.cat(band_values, 1)
+        del band_at, band_values
+        final = []
+        for t, trim in enumerate(plan):
+            mag = values[t].abs()
+            if isinstance(trim, Bracket):
+                limit = trim.limit(mag[(mag >= trim.lo) & (mag <= trim.hi)])
+                if limit is None:  # the sample's bracket missed: select exactly (two passes)
+                    return ties_from_factors(bs, as_, p, chunk_elements, thresholds(bs, as_, p.densities, rows))
+                final.append(steps.limit_mask(mag, *limit)[0])
+            else:
+                final.append(steps.limit_mask(mag, trim[0], 0)[0])
+        # what the pass counted at these positions (trims at hi) is replaced by their final trims
+        provisional = [(values[t].abs() > trim.hi).float() if isinstance(trim, Bracket) else final[t]
+                       for t, trim in enumerate(plan)]
+        _, *before = _merge_rows(list(values.clone()), provisional, p, normalize)
+        fixed, *after = _merge_rows(list(values), final, p, normalize)
+        merged.view(-1)[at] = fixed
+        kept, agreeing, disagreeing = (kept + after[0] - before[0], agreeing + after[1] - before[1],
+                                       disagreeing + after[2] - before[2])
     if p.lam != 1:
         merged.mul_(p.lam)
     stats = MergeStats(kept_density=kept / (len(bs) * m * n) if m * n else 0.0,
-                       sign_conflict_rate=disagree / nonzero if nonzero else 0.0)
+                       sign_conflict_rate=steps.conflict_rate(agreeing, disagreeing))
     return MergeOutput(merged, stats)

@@ -97,7 +97,7 @@ def in_full_space(job: MergeJob, module: ModulePlan, params: MethodParams, devic
             del a, b
         out = spec.dense(deltas, params)
         del deltas
-    merged_density = float((out.delta != 0).float().mean())
+    merged_density = int(torch.count_nonzero(out.delta)) / max(1, out.delta.numel())
     return truncated_svd.from_dense(out.delta, job.rank), out.stats, merged_density
 
 

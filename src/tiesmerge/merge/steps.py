@@ -5,8 +5,7 @@ Yadav et al., "TIES-Merging", NeurIPS 2023 (arXiv 2306.01708): trim, elect sign,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 
@@ -33,10 +32,23 @@ def _select(values: torch.Tensor, k: int) -> torch.Tensor:
 SAMPLE = 1 << 16
 
 
+def bracket(sample: torch.Tensor, k: int, n: int) -> tuple[float, float]:
+    """(lo, hi) that hold the k-th largest of n values, read from a uniform sample of them: the sample's ranks
+    around k·|sample|/n, widened by 6 binomial standard deviations. The caller checks that the bracket held
+    (fewer than k values above hi, at least k at or above lo) and falls back to a full selection when not."""
+    size = sample.numel()
+    pos = k * size / n  # where the answer sits in the sample, counted from the top
+    margin = 6.0 * (pos * (1 - k / n)) ** 0.5 + 8
+    hi_rank, lo_rank = int(pos - margin), int(pos + margin)
+    hi = float(_select(sample, hi_rank)) if hi_rank >= 1 else float("inf")  # near the top or bottom: open-ended
+    lo = float(_select(sample, lo_rank)) if lo_rank <= size else float("-inf")
+    return lo, hi
+
+
 def kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
     """The exact k-th largest entry of a 1-D tensor.
 
-    Large tensors: a fixed-seed sample brackets the answer, two comparison passes count what lies
+    Large tensors: a fixed-seed sample brackets the answer (`bracket`), two comparison passes count what lies
     above and inside the bracket, and the selection runs on the (small) bracket only — exact, and
     ~6x faster than kthvalue on 242M entries. Falls back to the full selection if the bracket misses.
     """
@@ -44,12 +56,7 @@ def kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
     if n <= 8 * SAMPLE:
         return _select(values, k)
     gen = torch.Generator().manual_seed(n ^ k)
-    sample = values[torch.randint(n, (SAMPLE,), generator=gen).to(values.device)]
-    pos = k * SAMPLE / n  # where the answer sits in the sample, counted from the top
-    margin = 6.0 * (pos * (1 - k / n)) ** 0.5 + 8
-    hi_rank, lo_rank = int(max(1, pos - margin)), int(min(SAMPLE, pos + margin))
-    hi = _select(sample, hi_rank) if hi_rank > 1 else sample.max()
-    lo = _select(sample, lo_rank)
+    lo, hi = bracket(values[torch.randint(n, (SAMPLE,), generator=gen).to(values.device)], k, n)
     above = int((values > hi).sum())
     if above < k:
         band = values[(values <= hi) & (values >= lo)]
@@ -71,22 +78,31 @@ def trim_limit(magnitudes: Callable[[], torch.Tensor], numel: int, density: floa
     return (float(thr), k - int((mag > thr).sum()))
 
 
-def limit_mask(mag: torch.Tensor, threshold: float | None, tied_quota: int) -> tuple[torch.Tensor, int]:
-    """The trim's keep-mask over `mag` (any slice of one |ΔW|, in index order) and how many tied entries it used.
+def limit_mask(mag: torch.Tensor, threshold: float | None, tied_quota: int,
+               out: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+    """The trim's keep-mask over `mag` (any slice of one |ΔW|, in index order) as 0./1. in mag's dtype (a float
+    mask: comparisons into float and masked products run several times faster than through bool on CPU), and
+    how many tied entries it used.
 
     The tie rule, written once: entries above the threshold are kept, and of the entries equal to it the first
     `tied_quota` in index order — so exactly k entries are kept, as a full sort would keep them. A caller walking
     a ΔW in slices passes the quota left over from the slices before.
     """
     if threshold is None:
-        return torch.ones_like(mag, dtype=torch.bool), 0
-    mask = mag > threshold
+        return (torch.ones_like(mag) if out is None else out.fill_(1)), 0
+    mask = torch.gt(mag, threshold, out=torch.empty_like(mag) if out is None else out)
     used = 0
     if tied_quota > 0:
         tied = (mag == threshold).view(-1).nonzero().squeeze(1)[:tied_quota]
-        mask.view(-1)[tied] = True
+        mask.view(-1)[tied] = 1
         used = len(tied)
     return mask, used
+
+
+def count(mask: torch.Tensor) -> int:
+    """How many entries of a 0./1. mask are set: its float sum, exact while the count stays below 2²⁴ (else summed in
+    float64), and several times faster than count_nonzero on CPU."""
+    return int(mask.sum() if mask.numel() < 1 << 24 else mask.sum(dtype=torch.float64))
 
 
 def magnitude_mask(delta: torch.Tensor, density: float) -> torch.Tensor:
@@ -94,7 +110,7 @@ def magnitude_mask(delta: torch.Tensor, density: float) -> torch.Tensor:
     full sort; ties by `limit_mask`)."""
     mag = delta.abs().reshape(-1)
     limit = trim_limit(lambda: mag, mag.numel(), density)
-    return limit_mask(mag, *limit)[0].reshape(delta.shape)
+    return (limit_mask(mag, *limit)[0] > 0).reshape(delta.shape)
 
 
 # -- Step 1: trim -----------------------------------------------------------------------------
@@ -103,122 +119,51 @@ def trim(deltas: torch.Tensor, densities: tuple[float, ...]) -> torch.Tensor:
     out = deltas.clone()
     for i, density in enumerate(densities):
         if density < 1:
-            out[i].mul_(magnitude_mask(deltas[i], density))
+            mag = deltas[i].abs().reshape(-1)
+            out[i].mul_(limit_mask(mag, *trim_limit(lambda m=mag: m, mag.numel(), density))[0].view(deltas[i].shape))
     return out
 
 
 # -- Step 2: elect sign -----------------------------------------------------------------------
-@dataclass
-class SignTotals:
-    """What the election reads, summed over adapters: the trimmed, weighted mass and the number of positive and
-    negative entries. Running sums of these over adapters give the same election as the stack."""
-
-    mass: torch.Tensor
-    n_pos: torch.Tensor
-    n_neg: torch.Tensor
-
-    @classmethod
-    def zeros(cls, like: torch.Tensor) -> "SignTotals":
-        count = dict(dtype=torch.int32, device=like.device)
-        return cls(torch.zeros_like(like), torch.zeros(like.shape, **count), torch.zeros(like.shape, **count))
-
-    def add_(self, x: torch.Tensor, up: torch.Tensor | None = None, down: torch.Tensor | None = None) -> "SignTotals":
-        """Fold in one adapter's trimmed, weighted entries, in place (the chunked kernel's running sums);
-        `up` / `down` (x > 0, x < 0) may be passed in when already computed."""
-        self.mass.add_(x)
-        self.n_pos.add_(x > 0 if up is None else up)
-        self.n_neg.add_(x < 0 if down is None else down)
-        return self
-
-
-def sign_totals(weighted: torch.Tensor) -> SignTotals:
-    """The election's sums over a stack of trimmed, weighted deltas (adapters along dim 0)."""
-    totals = SignTotals.zeros(weighted[0])
+# The trimmed, weighted deltas τ̂_i come as a stack (adapters along dim 0) or as a list of same-shaped slices of
+# them (the chunked kernel's rows, or the positions it fixes up): both kernels call these same functions.
+def elect_sign(weighted: Iterable[torch.Tensor], rule: SignRule) -> torch.Tensor:
+    """The elected sign γ (+1. / -1.) of every entry: the sign of Σ_i τ̂_i (sum rule) or of
+    #positive − #negative = Σ_i sign τ̂_i (count rule); a tie (mass or count exactly balanced) elects +."""
+    total = None
     for x in weighted:
-        totals.add_(x)
-    return totals
-
-
-def elect_up(totals: SignTotals, rule: SignRule) -> torch.Tensor:
-    """Where + is elected (a boolean mask); a tie (mass or count exactly balanced) elects +."""
-    return totals.mass >= 0 if rule is SignRule.sum else totals.n_pos >= totals.n_neg
-
-
-def elect(totals: SignTotals, rule: SignRule) -> torch.Tensor:
-    """The elected sign γ (+1 / -1) of every entry."""
-    return torch.where(elect_up(totals, rule), 1.0, -1.0).to(totals.mass.dtype)
-
-
-def elect_sign(weighted: torch.Tensor, rule: SignRule) -> torch.Tensor:
-    return elect(sign_totals(weighted), rule)
-
-
-def conflicts(totals: SignTotals, up: torch.Tensor) -> tuple[int, int]:
-    """(kept entries whose sign disagrees with the elected one, kept entries); `up`: where + is elected."""
-    disagree = int(torch.where(up, totals.n_neg, totals.n_pos).sum())
-    return disagree, int((totals.n_pos + totals.n_neg).sum())
-
-
-def sign_conflict_rate(weighted: torch.Tensor, sign: torch.Tensor) -> float:
-    """Share of the non-zero trimmed entries whose sign disagrees with the elected one."""
-    disagree, total = conflicts(sign_totals(weighted), sign > 0)
-    return disagree / total if total else 0.0
+        v = x if rule is SignRule.sum else torch.sign(x)
+        total = v.clone() if total is None else total.add_(v)
+    return torch.ge(total, 0, out=total).mul_(2).sub_(1)
 
 
 # -- Step 3: disjoint merge -------------------------------------------------------------------
-@dataclass
-class SignedSums:
-    """The disjoint merge's sums over adapters, split by sign: Σ τ̂ over positive and over negative entries, and the
-    adapters' weights summed over the same entries. Whichever sign is elected, its pair is the agreeing mean."""
-
-    pos: torch.Tensor
-    neg: torch.Tensor
-    w_pos: torch.Tensor
-    w_neg: torch.Tensor
-
-    @classmethod
-    def zeros(cls, like: torch.Tensor) -> "SignedSums":
-        return cls(*(torch.zeros_like(like) for _ in range(4)))
-
-    def add_(self, x: torch.Tensor, weight: float, up: torch.Tensor | None = None,
-             down: torch.Tensor | None = None) -> "SignedSums":
-        """Fold in one adapter's trimmed, weighted entries and its weight, in place."""
-        self.pos.add_(x.clamp(min=0))
-        self.neg.add_(x.clamp(max=0))
-        self.w_pos.add_((x > 0 if up is None else up).to(x.dtype), alpha=weight)
-        self.w_neg.add_((x < 0 if down is None else down).to(x.dtype), alpha=weight)
-        return self
-
-
-def fold_(totals: SignTotals, sums: SignedSums, x: torch.Tensor, weight: float) -> None:
-    """Fold one adapter's trimmed, weighted entries into both steps' sums (signs compared once)."""
-    up, down = x > 0, x < 0
-    totals.add_(x, up, down)
-    sums.add_(x, weight, up, down)
-
-
-def signed_sums(weighted: torch.Tensor, weights) -> SignedSums:
-    """The disjoint merge's sums over a stack of trimmed, weighted deltas (adapters along dim 0)."""
-    sums = SignedSums.zeros(weighted[0])
-    for x, w in zip(weighted, weights):
-        sums.add_(x, float(w))
-    return sums
-
-
-def merge_agreeing(sums: SignedSums, up: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-    """Σ_i w_i τ̂_i m_i / Σ_i w_i m_i over the entries agreeing with the elected sign (`up`: where + is elected;
-    0 where none agrees); without normalize, the numerator only."""
-    merged = torch.where(up, sums.pos, sums.neg)
+def merge_agreeing(weighted: Iterable[torch.Tensor], weights, sign: torch.Tensor, normalize: bool = True,
+                   out: torch.Tensor | None = None) -> tuple[torch.Tensor, int, int]:
+    """The disjoint merge Σ_i τ̂_i m_i / Σ_i w_i m_i, m_i: τ̂_i has the elected sign (0 where none agrees); without
+    normalize, the numerator only. Also returns how many non-zero entries agree with the elected sign and how many
+    disagree (the sign conflicts)."""
+    merged, divisor = out, None
+    agreeing = disagreeing = 0
+    for i, (x, w) in enumerate(zip(weighted, weights)):
+        if i == 0:
+            prod, m = torch.empty_like(x), torch.empty_like(x)
+        torch.mul(x, sign, out=prod)  # > 0 where τ̂_i agrees with the elected sign, < 0 where it conflicts
+        disagreeing += count(torch.lt(prod, 0, out=m))
+        agreeing += count(torch.gt(prod, 0, out=m))
+        if i == 0:
+            merged = torch.mul(x, m, out=merged)
+        else:
+            merged.addcmul_(x, m)
+        if normalize:
+            divisor = m * float(w) if divisor is None else divisor.add_(m, alpha=float(w))
     if normalize:
-        divisor = torch.where(up, sums.w_pos, sums.w_neg)
-        divisor[divisor == 0] = 1
+        divisor.add_(torch.eq(divisor, 0, out=m))  # no agreeing entry (or weights that cancel): divide by 1
         merged.div_(divisor)
-    return merged
+    return merged, agreeing, disagreeing
 
 
-def disjoint_merge(
-    weighted: torch.Tensor, weights: torch.Tensor, sign: torch.Tensor, normalize: bool = True
-) -> torch.Tensor:
-    """The disjoint merge of a stack of trimmed, weighted deltas (m_i: adapter i's entry is non-zero and has the
-    elected sign)."""
-    return merge_agreeing(signed_sums(weighted, weights), sign > 0, normalize)
+def conflict_rate(agreeing: int, disagreeing: int) -> float:
+    """Share of the non-zero trimmed entries whose sign disagrees with the elected one."""
+    total = agreeing + disagreeing
+    return disagreeing / total if total else 0.0

@@ -107,11 +107,33 @@ def top_singular(delta: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
     return u.float(), sigma.float(), vh.float()
 
 
+RANDOM_SEED = 0  # the randomized SVD's test matrix is drawn from this seed: the same inputs give the same factors
+
+
+def randomized_svd(delta: torch.Tensor, q: int, niter: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """torch.svd_lowrank (Halko et al.'s range finder with `niter` power iterations) with its Gaussian test matrix
+    drawn from a fixed seed, the global RNG left as it was. Unseeded, two merges of the same inputs differ: at
+    density 0.2 a TIES-merged ΔW is nearly full rank with a flat spectrum, so the top-q subspace a random start
+    finds varies by ~9 % (Frobenius) between draws at rank 64, while the truncation error varies by < 0.1 %."""
+    with torch.random.fork_rng(devices=[delta.device] if delta.device.type == "cuda" else [],
+                               device_type=delta.device.type):
+        torch.manual_seed(RANDOM_SEED)
+        u, s, v = torch.svd_lowrank(delta, q=q, niter=niter)
+    return u, s, v.T
+
+
+def squared_norm(delta: torch.Tensor) -> float:
+    """‖ΔW‖²_F from per-row float32 norms summed in float64: within ~1e-7 of a float64 sum without a float64 copy
+    (8.4 s → 0.05 s at 29568 × 8192). One float32 reduction over the whole matrix is off by ~4 % at that size."""
+    rows = delta.reshape(delta.shape[0], -1) if delta.dim() > 1 else delta.reshape(1, -1)
+    return float(torch.linalg.vector_norm(rows, dim=1).double().square().sum())
+
+
 def from_dense(delta: torch.Tensor, req: RankRequest) -> Factorization:
     """Truncated SVD of a dense ΔW (fp32; economy or randomized, never full_matrices)."""
     delta = delta.float()
     n_min = min(delta.shape)
-    total = float(delta.square().sum(dtype=torch.float64))
+    total = squared_norm(delta)
     if req.mode is RankMode.fixed:
         target = min(int(req.rank), n_min)
     elif req.mode is RankMode.auto:
@@ -120,8 +142,7 @@ def from_dense(delta: torch.Tensor, req: RankRequest) -> Factorization:
         target = n_min
     q = min(target + req.oversample, n_min)
     if _use_randomized(req, q, n_min):
-        u, s, v = torch.svd_lowrank(delta, q=q, niter=req.niter)
-        vh = v.T
+        u, s, vh = randomized_svd(delta, q, req.niter)
     elif req.mode is RankMode.full:  # lossless means lossless: factor in fp64, store fp32
         u, s, vh = (t.float() for t in torch.linalg.svd(delta.double(), full_matrices=False))
     else:

@@ -70,8 +70,9 @@ def knots(deltas: torch.Tensor, p: MethodParams, variant: Variant) -> MergeOutpu
         kept = float((trimmed != 0).double().mean())
         weighted = trimmed * weights.reshape(-1, 1, 1)
         sign = steps.elect_sign(weighted, p.sign)  # Step 2: elect signs in the aligned basis
-        merged = steps.disjoint_merge(weighted, weights, sign, normalize=p.normalize is not False)  # Step 3
-        stats = MergeStats(kept_density=kept, sign_conflict_rate=steps.sign_conflict_rate(weighted, sign))
+        merged, agreeing, disagreeing = steps.merge_agreeing(weighted, weights, sign,
+                                                             normalize=p.normalize is not False)  # Step 3
+        stats = MergeStats(kept_density=kept, sign_conflict_rate=steps.conflict_rate(agreeing, disagreeing))
     return MergeOutput((p.lam * (u @ merged)).to(deltas.dtype), stats)
 
 

@@ -13,13 +13,14 @@ def ties(deltas: torch.Tensor, p: MethodParams) -> MergeOutput:
     weights = torch.tensor(p.weights, dtype=deltas.dtype, device=deltas.device)
     # Step 1: trim, then weight: τ̂_i = w_i · trim(ΔW_i)
     weighted = steps.trim(deltas, p.densities)
-    kept = float((weighted != 0).float().mean()) if weighted.numel() else 0.0
+    kept = int(torch.count_nonzero(weighted)) / weighted.numel() if weighted.numel() else 0.0
     weighted.mul_(weights.reshape((-1,) + (1,) * (deltas.dim() - 1)))
     # Step 2: elect sign
     sign = steps.elect_sign(weighted, p.sign)
-    conflict = steps.sign_conflict_rate(weighted, sign)
     # Step 3: disjoint merge, then scale by λ
-    merged = steps.disjoint_merge(weighted, weights, sign, normalize=True if p.normalize is None else p.normalize)
+    merged, agreeing, disagreeing = steps.merge_agreeing(weighted, weights, sign,
+                                                         normalize=True if p.normalize is None else p.normalize)
+    conflict = steps.conflict_rate(agreeing, disagreeing)
     if p.lam != 1:
         merged.mul_(p.lam)
     return MergeOutput(merged, MergeStats(kept_density=kept, sign_conflict_rate=conflict))
