@@ -48,10 +48,31 @@ class Basis:
         return self.q is not None
 
 
+GRAM_BLOCK = 128  # columns per block of the Gram's upper triangle
+
+
+def gram_upper(x64: torch.Tensor, block: int = GRAM_BLOCK) -> torch.Tensor:
+    """XᵀX in float64, its upper triangle only (the lower one is left unset): block column j is X[:, :j+1]ᵀ X_j, so
+    with K = 4 blocks the GEMMs do 10/16 of a full product's work (torch has no SYRK). Read it with UPLO="U"."""
+    k = x64.shape[1]
+    if k < 2 * block:
+        return x64.T @ x64
+    g = torch.empty((k, k), dtype=x64.dtype, device=x64.device)
+    for j0 in range(0, k, block):
+        j1 = min(k, j0 + block)
+        torch.matmul(x64[:, :j1].T, x64[:, j0:j1], out=g[:j1, j0:j1])
+    return g
+
+
 def orthonormal_basis(x: torch.Tensor, rtol: float = RTOL) -> Basis:
-    """Q and R from the eigendecomposition of the float64 Gram matrix, at the stack's numerical rank."""
+    """Q and R from the eigendecomposition of the float64 Gram matrix, at the stack's numerical rank.
+
+    The Gram stays in float64: formed in float32 it moves the merged ΔW by ~7e-4 and Q's orthogonality to
+    ‖QᵀQ − I‖ ~ 0.6 at a 72B layer whose A stack has σ_min/σ_max ~ 1e-5 (benchmarks: docs/performance.md);
+    CholeskyQR2 in float32 fails on the rank-deficient stacks that adapters sharing directions give and costs
+    three float32 GEMMs of X's size to the float64 Gram's one (which runs at half float32's rate)."""
     x64 = x.double()
-    lam, v = torch.linalg.eigh(x64.T @ x64)  # ascending
+    lam, v = torch.linalg.eigh(gram_upper(x64), UPLO="U")  # ascending
     top = float(lam[-1]) if lam.numel() else 0.0
     if top <= 0.0:  # an all-zero stack: any basis reconstructs it
         q, r = torch.linalg.qr(x)
