@@ -92,7 +92,15 @@ demo: setup
 bench: setup
 	$(PY) benchmarks/eval_throughput.py
 	$(PY) benchmarks/bench_sweep.py --out build/bench/sweep.json
+	@# one Qwen2.5-7B layer, 4 × r=64 RSLoRA, TIES 0.2, rank 64: full and core space against mergekit, same run, same inputs
+	$(PY) benchmarks/bench_merge.py --shape qwen2.5-7b --r 64 --rank 64 --layers 1 --cap 900 \
+	  --tools tiesmerge-full,tiesmerge-core,mergekit --out build/bench/q7
+	@# one Qwen2.5-72B layer, 4 × r=128: the same three tools and PEFT
 	$(PY) benchmarks/bench_merge.py --layers 1 --cap 900 --out build/bench
+	@# 80 Qwen2.5-72B layers in core space (13 GB of bf16 inputs, written once under build/bench/q72x80)
+	$(PY) benchmarks/time_merge.py --shape qwen2.5-72b --r 128 --bf16 --inputs build/bench/q72x80 --generate-only
+	$(PY) benchmarks/time_merge.py --shape qwen2.5-72b --r 128 --rank 128 --bf16 --inputs build/bench/q72x80 \
+	  --space core --device cpu --method ties | tail -2
 	@# each method in core space at one Qwen2.5-72B layer (4 × r=128 RSLoRA, bf16), to rank 128
 	$(PY) benchmarks/time_merge.py --shape qwen2.5-72b --layers 1 --r 128 --bf16 --inputs build/bench/q72 --generate-only
 	for m in ties task_arithmetic tsv iso_c iso_cts knots_ties knots_linear; do \

@@ -127,17 +127,24 @@ def _keep(mag: torch.Tensor, trim, quota: list[int], t: int, out: torch.Tensor) 
 
 
 def _merge_rows(xs: list[torch.Tensor], keeps: list[torch.Tensor], p: MethodParams, normalize: bool,
-                nonzero_kept: Sequence[bool] = (), out: torch.Tensor | None = None) -> tuple[torch.Tensor, int, int, int]:
+                nonzero_kept: Sequence[float | None] = (),
+                out: torch.Tensor | None = None) -> tuple[torch.Tensor, int, int, int]:
     """Steps 1–3 on the same rows (or positions) of every adapter's ΔW: trim (in place), weight, elect, merge.
-    Returns (merged, kept non-zero entries, agreeing entries, conflicting entries). `nonzero_kept[t]`: adapter t's
-    mask keeps no zero entry (a threshold above 0), so counting the mask counts what it keeps."""
-    kept = 0
+    Returns (merged, kept non-zero entries, agreeing entries, conflicting entries). `nonzero_kept[t]`, when not
+    None, is a floor ≥ 0 that every magnitude adapter t's mask keeps lies above (its threshold): the mask keeps no
+    zero, so counting the mask counts what it keeps."""
+    kept, weighted_nonzero = 0, []
     for t, (x, keep, w) in enumerate(zip(xs, keeps, p.weights)):
         x.mul_(keep)  # Step 1: trim, then weight: τ̂_t = w_t · trim(ΔW_t)
-        kept += steps.count(keep) if t < len(nonzero_kept) and nonzero_kept[t] else int(torch.count_nonzero(x))
+        floor = nonzero_kept[t] if t < len(nonzero_kept) else None
+        k = steps.count(keep) if floor is not None else int(torch.count_nonzero(x))
+        kept += k
         x.mul_(w)
+        # w_t · x is non-zero wherever x is when no kept |x| (all > floor) can underflow: then τ̂_t's count is known
+        weighted_nonzero.append(k if floor is not None and floor * abs(w) > 1e-30 else None)
     sign = steps.elect_sign(xs, p.sign)  # Step 2: elect the sign of every entry
-    merged, agreeing, disagreeing = steps.merge_agreeing(xs, p.weights, sign, normalize, out=out)  # Step 3
+    merged, agreeing, disagreeing = steps.merge_agreeing(xs, p.weights, sign, normalize, out=out,
+                                                         nonzero=weighted_nonzero)  # Step 3
     return merged, kept, agreeing, disagreeing
 
 
@@ -156,7 +163,8 @@ def ties_from_factors(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], p
     merged = torch.empty((m, n), dtype=torch.float32, device=bs[0].device)
     kept = agreeing = disagreeing = 0
     band_at, band_values = [], []  # positions inside some adapter's bracket, and every adapter's ΔW there
-    nonzero_kept = [isinstance(trim, Bracket) or (trim[0] is not None and trim[0] > 0) for trim in plan]
+    nonzero_kept = [max(trim.hi, 0.0) if isinstance(trim, Bracket) else
+                    (trim[0] if trim[0] is not None and trim[0] > 0 else None) for trim in plan]
     new = lambda: torch.empty((min(rows, m), n), dtype=torch.float32, device=merged.device)  # noqa: E731
     xs_buf, keep_buf, mag, band = [new() for _ in bs], [new() for _ in bs], new(), new()
     for r0 in range(0, m, rows):

@@ -5,7 +5,7 @@ Yadav et al., "TIES-Merging", NeurIPS 2023 (arXiv 2306.01708): trim, elect sign,
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import torch
 
@@ -139,18 +139,21 @@ def elect_sign(weighted: Iterable[torch.Tensor], rule: SignRule) -> torch.Tensor
 
 # -- Step 3: disjoint merge -------------------------------------------------------------------
 def merge_agreeing(weighted: Iterable[torch.Tensor], weights, sign: torch.Tensor, normalize: bool = True,
-                   out: torch.Tensor | None = None) -> tuple[torch.Tensor, int, int]:
+                   out: torch.Tensor | None = None, nonzero: Sequence[int | None] = ()) -> tuple[torch.Tensor, int, int]:
     """The disjoint merge Σ_i τ̂_i m_i / Σ_i w_i m_i, m_i: τ̂_i has the elected sign (0 where none agrees); without
     normalize, the numerator only. Also returns how many non-zero entries agree with the elected sign and how many
-    disagree (the sign conflicts)."""
+    disagree (the sign conflicts). `nonzero[i]`, when the caller knows it, is how many entries of τ̂_i are non-zero
+    (then its conflicts are that less the agreeing ones, and are not counted again)."""
     merged, divisor = out, None
     agreeing = disagreeing = 0
     for i, (x, w) in enumerate(zip(weighted, weights)):
         if i == 0:
             prod, m = torch.empty_like(x), torch.empty_like(x)
         torch.mul(x, sign, out=prod)  # > 0 where τ̂_i agrees with the elected sign, < 0 where it conflicts
-        disagreeing += count(torch.lt(prod, 0, out=m))
-        agreeing += count(torch.gt(prod, 0, out=m))
+        agree = count(torch.gt(prod, 0, out=m))
+        known = nonzero[i] if i < len(nonzero) else None
+        disagreeing += known - agree if known is not None else count(torch.lt(prod, 0, out=torch.empty_like(m)))
+        agreeing += agree
         if i == 0:
             merged = torch.mul(x, m, out=merged)
         else:
