@@ -58,20 +58,35 @@ def _two_pass(bs, as_, p, chunk):
 @pytest.mark.parametrize("integer", [False, True])
 @pytest.mark.parametrize("sign", [SignRule.sum, SignRule.count])
 @pytest.mark.parametrize("chunk", [1 << 24, 37, 500])
-def test_one_pass_equals_dense_bitwise(integer, sign, chunk):
+def test_one_pass_equals_dense_bitwise(integer, sign, chunk, monkeypatch):
     """A sample of 64 entries per adapter forces the one-pass path on a 90 × 70 module; integer factors put thousands
-    of exact ties at the thresholds (the tie quota is then settled after the pass, in index order)."""
+    of exact ties at the thresholds (kept bracketed here, so the tie quota is settled after the pass, in index
+    order; by default such tie blocks take an exact threshold)."""
+    from tiesmerge.merge import chunked
+
+    monkeypatch.setattr(chunked, "MAX_TIED", 1.0)
+    monkeypatch.setattr(chunked, "MAX_INSIDE", 1.0)  # a 64-entry sample's brackets hold most of this small ΔW
+    monkeypatch.setattr(chunked, "thresholds", _no_exact_selection)
     bs, as_ = _factors(11, 90, 70, (4, 7, 2, 5), integer=integer)
     p = MethodParams(weights=(0.5, 1.2, 0.3, 0.8), densities=(0.2, 0.45, 1.0, 0.05), lam=1.3, sign=sign)
     got = ties_from_factors(bs, as_, p, chunk_elements=chunk, sample=64)
     dense = ties(_stack(bs, as_, chunk), p)
     assert torch.equal(got.delta, dense.delta)
+    monkeypatch.undo()
     assert torch.equal(got.delta, _two_pass(bs, as_, p, chunk).delta)
     assert got.stats.kept_density == pytest.approx(dense.stats.kept_density, rel=1e-12)
     assert got.stats.sign_conflict_rate == pytest.approx(dense.stats.sign_conflict_rate, rel=1e-12)
 
 
-def test_one_pass_kept_density_is_exact():
+def _no_exact_selection(*args):
+    raise AssertionError("the one-pass kernel fell back to exact selection")
+
+
+def test_one_pass_kept_density_is_exact(monkeypatch):
+    from tiesmerge.merge import chunked
+
+    monkeypatch.setattr(chunked, "MAX_INSIDE", 1.0)
+    monkeypatch.setattr(chunked, "thresholds", _no_exact_selection)
     bs, as_ = _factors(12, 80, 60, (3, 3, 3))
     p = MethodParams(weights=(1.0, 1.0, 1.0), densities=(0.3, 0.3, 0.3))
     got = ties_from_factors(bs, as_, p, chunk_elements=300, sample=64)
@@ -110,3 +125,39 @@ def test_sampled_magnitudes_are_entries_of_the_product():
     full = (b @ a).abs().reshape(-1)
     nearest = (got[:, None] - full[None, :]).abs().min(1).values
     assert float(nearest.max()) < 1e-5
+
+
+def _mostly_zero(seed):
+    """Three adapters: one with a zero-initialised B (ΔW = 0), one whose B has 90 % zero rows, one ordinary."""
+    bs, as_ = _factors(seed, 120, 80, (4, 4, 4))
+    bs[0] = torch.zeros_like(bs[0])
+    bs[1][torch.arange(120) % 10 != 0] = 0
+    return bs, as_
+
+
+def test_blocks_of_equal_magnitudes_take_an_exact_threshold():
+    """When many entries share the threshold's magnitude (the zeros of an untrained or sparse B) the sample's bracket
+    would hold most of ΔW: that adapter's threshold is selected exactly instead, and the result is still exact."""
+    from tiesmerge.merge.chunked import Bracket, plan_trims
+
+    bs, as_ = _mostly_zero(21)
+    p = MethodParams(weights=(0.3, 0.3, 0.4), densities=(0.2, 0.2, 0.2))
+    plan = plan_trims(bs, as_, p.densities, 64, rows=10)
+    assert not isinstance(plan[0], Bracket) and not isinstance(plan[1], Bracket) and isinstance(plan[2], Bracket)
+    got = ties_from_factors(bs, as_, p, chunk_elements=700, sample=64)
+    assert torch.equal(got.delta, ties(_stack(bs, as_, 700), p).delta)
+
+
+def test_brackets_holding_too_much_fall_back_during_the_pass(monkeypatch):
+    """The safety net: if the brackets turn out to hold far more positions than the sample promised, the pass stops
+    and the module is merged with exact thresholds (same result, bounded memory)."""
+    from tiesmerge.merge import chunked
+
+    monkeypatch.setattr(chunked, "MAX_TIED", 1.0)  # keep the zero adapters bracketed: their bracket holds all of ΔW
+    bs, as_ = _mostly_zero(22)
+    p = MethodParams(weights=(0.3, 0.3, 0.4), densities=(0.2, 0.2, 0.2))
+    calls = []
+    real = chunked.thresholds
+    monkeypatch.setattr(chunked, "thresholds", lambda *a: calls.append(1) or real(*a))
+    got = ties_from_factors(bs, as_, p, chunk_elements=700, sample=64)
+    assert calls and torch.equal(got.delta, ties(_stack(bs, as_, 700), p).delta)

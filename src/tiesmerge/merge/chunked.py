@@ -100,8 +100,14 @@ class Bracket:
         return float(thr), need - int((band_mags > thr).sum())
 
 
-def plan_trims(bs, as_, densities, sample: int) -> list[Bracket | tuple[float | None, int]]:
-    """Per adapter: a Bracket, or an exact limit where the trim keeps all or nothing."""
+MAX_TIED = 0.01  # a bracket whose ends more than this share of the sample (and 8) sit on is not used
+MAX_INSIDE = 0.125  # positions inside the brackets beyond this share of ΔW (and 4 × sample): select exactly instead
+
+
+def plan_trims(bs, as_, densities, sample: int, rows: int) -> list[Bracket | tuple[float | None, int]]:
+    """Per adapter: a Bracket, or an exact limit — where the trim keeps all or nothing, or where many entries share
+    the threshold's magnitude (the zeros of an untrained or sparse B: the bracket would hold most of ΔW), selected
+    from the whole |ΔW_t| as the two-pass kernel does."""
     plan = []
     for t, (b, a, density) in enumerate(zip(bs, as_, densities)):
         numel = b.shape[0] * a.shape[1]
@@ -111,8 +117,14 @@ def plan_trims(bs, as_, densities, sample: int) -> list[Bracket | tuple[float | 
         elif k == 0:
             plan.append((float("inf"), 0))
         else:
-            lo, hi = steps.bracket(sampled_magnitudes(b, a, sample, seed=numel ^ k ^ t), k, numel)
-            plan.append(Bracket(k, lo, hi))
+            sample_mags = sampled_magnitudes(b, a, sample, seed=numel ^ k ^ t)
+            lo, hi = steps.bracket(sample_mags, k, numel)
+            tied = steps.count(((sample_mags == lo) | (sample_mags == hi)).float())
+            if tied > max(8, MAX_TIED * sample):
+                plan.append(steps.trim_limit(lambda b=b, a=a: chunked_product(b, a, rows).abs_().reshape(-1), numel,
+                                             density))
+            else:
+                plan.append(Bracket(k, lo, hi))
     return plan
 
 
@@ -156,13 +168,13 @@ def ties_from_factors(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], p
     rows = chunk_rows(n, chunk_elements)
     if limits is None and m * n <= 4 * sample:
         limits = thresholds(bs, as_, p.densities, rows)
-    plan = list(limits) if limits is not None else plan_trims(bs, as_, p.densities, sample)
+    plan = list(limits) if limits is not None else plan_trims(bs, as_, p.densities, sample, rows)
     bracketed = [t for t, trim in enumerate(plan) if isinstance(trim, Bracket)]
     quota = [0 if isinstance(trim, Bracket) else trim[1] for trim in plan]
     normalize = True if p.normalize is None else p.normalize
     merged = torch.empty((m, n), dtype=torch.float32, device=bs[0].device)
     kept = agreeing = disagreeing = 0
-    band_at, band_values = [], []  # positions inside some adapter's bracket, and every adapter's ΔW there
+    band_at, band_values, stored = [], [], 0  # positions inside some adapter's bracket, every adapter's ΔW there
     nonzero_kept = [max(trim.hi, 0.0) if isinstance(trim, Bracket) else
                     (trim[0] if trim[0] is not None and trim[0] > 0 else None) for trim in plan]
     new = lambda: torch.empty((min(rows, m), n), dtype=torch.float32, device=merged.device)  # noqa: E731
@@ -179,6 +191,9 @@ def ties_from_factors(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], p
                 inside.add_(torch.ge(mag[: r1 - r0], plan[t].lo, out=mag[: r1 - r0])).sub_(keeps[t])
         if bracketed:
             at = inside.view(-1).nonzero().squeeze(1)
+            stored += at.numel()
+            if stored > max(4 * sample, MAX_INSIDE * m * n):  # far more inside the brackets than sampled: select exactly
+                return ties_from_factors(bs, as_, p, chunk_elements, thresholds(bs, as_, p.densities, rows))
             band_at.append(at + r0 * n)
             band_values.append(torch.stack([x.view(-1)[at] for x in xs]))
         _, k, a, d = _merge_rows(xs, keeps, p, normalize, nonzero_kept, out=merged[r0:r1])
