@@ -161,3 +161,28 @@ def test_brackets_holding_too_much_fall_back_during_the_pass(monkeypatch):
     monkeypatch.setattr(chunked, "thresholds", lambda *a: calls.append(1) or real(*a))
     got = ties_from_factors(bs, as_, p, chunk_elements=700, sample=64)
     assert calls and torch.equal(got.delta, ties(_stack(bs, as_, 700), p).delta)
+
+
+def test_an_exact_threshold_with_ties_beside_bracketed_adapters(monkeypatch):
+    """An adapter with many tied magnitudes above 0 (integer-like values) takes an exact threshold whose tie quota the
+    pass spends in index order; where the pass fixes up bracketed positions, that adapter's trims must be the ones
+    the pass made."""
+    from tiesmerge.merge import chunked
+    from tiesmerge.merge.chunked import Bracket, plan_trims
+
+    monkeypatch.setattr(chunked, "MAX_INSIDE", 1.0)
+    gen = torch.Generator().manual_seed(23)
+    ints, _ = _factors(23, 90, 70, (3,), integer=True)
+    bs = [ints[0], torch.randn(90, 4, generator=gen), torch.randn(90, 2, generator=gen)]
+    as_ = [torch.randint(-2, 3, (3, 70), generator=gen).float(), torch.randn(4, 70, generator=gen),
+           torch.randn(2, 70, generator=gen)]
+    p = MethodParams(weights=(0.5, 0.3, 0.2), densities=(0.3, 0.3, 0.5))
+    plan = plan_trims(bs, as_, p.densities, 64, rows=10)
+    assert not isinstance(plan[0], Bracket) and plan[0][0] > 0 and plan[0][1] > 0  # exact, ties at a positive threshold
+    assert isinstance(plan[1], Bracket)
+    for chunk in (700, 1 << 20):
+        got = ties_from_factors(bs, as_, p, chunk_elements=chunk, sample=64)
+        dense = ties(_stack(bs, as_, chunk), p)
+        assert torch.equal(got.delta, dense.delta)
+        assert got.stats.kept_density == pytest.approx(dense.stats.kept_density, rel=1e-12)
+        assert got.stats.sign_conflict_rate == pytest.approx(dense.stats.sign_conflict_rate, rel=1e-12)

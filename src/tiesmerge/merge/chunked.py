@@ -174,7 +174,7 @@ def ties_from_factors(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], p
     normalize = True if p.normalize is None else p.normalize
     merged = torch.empty((m, n), dtype=torch.float32, device=bs[0].device)
     kept = agreeing = disagreeing = 0
-    band_at, band_values, stored = [], [], 0  # positions inside some adapter's bracket, every adapter's ΔW there
+    band_at, band_values, band_keeps, stored = [], [], [], 0  # positions inside some bracket; ΔW and trims there
     nonzero_kept = [max(trim.hi, 0.0) if isinstance(trim, Bracket) else
                     (trim[0] if trim[0] is not None and trim[0] > 0 else None) for trim in plan]
     new = lambda: torch.empty((min(rows, m), n), dtype=torch.float32, device=merged.device)  # noqa: E731
@@ -196,27 +196,23 @@ def ties_from_factors(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], p
                 return ties_from_factors(bs, as_, p, chunk_elements, thresholds(bs, as_, p.densities, rows))
             band_at.append(at + r0 * n)
             band_values.append(torch.stack([x.view(-1)[at] for x in xs]))
+            band_keeps.append(torch.stack([keep.view(-1)[at] for keep in keeps]))  # the pass's trims there
         _, k, a, d = _merge_rows(xs, keeps, p, normalize, nonzero_kept, out=merged[r0:r1])
         kept, agreeing, disagreeing = kept + k, agreeing + a, disagreeing + d
         for t in bracketed:
             plan[t].above += steps.count(keeps[t])
     del xs_buf, keep_buf, mag, band
     if bracketed:
-        at, values = torch.cat(band_at), torch.cat(band_values, 1)
-        del band_at, band_values
-        final = []
-        for t, trim in enumerate(plan):
+        at, values, provisional = torch.cat(band_at), torch.cat(band_values, 1), list(torch.cat(band_keeps, 1))
+        del band_at, band_values, band_keeps
+        final = list(provisional)  # an exact limit's trims (its tie quota spent in index order) stand as the pass made them
+        for t in bracketed:
             mag = values[t].abs()
-            if isinstance(trim, Bracket):
-                limit = trim.limit(mag[(mag >= trim.lo) & (mag <= trim.hi)])
-                if limit is None:  # the sample's bracket missed: select exactly (two passes)
-                    return ties_from_factors(bs, as_, p, chunk_elements, thresholds(bs, as_, p.densities, rows))
-                final.append(steps.limit_mask(mag, *limit)[0])
-            else:
-                final.append(steps.limit_mask(mag, trim[0], 0)[0])
-        # what the pass counted at these positions (trims at hi) is replaced by their final trims
-        provisional = [(values[t].abs() > trim.hi).float() if isinstance(trim, Bracket) else final[t]
-                       for t, trim in enumerate(plan)]
+            limit = plan[t].limit(mag[(mag >= plan[t].lo) & (mag <= plan[t].hi)])
+            if limit is None:  # the sample's bracket missed: select exactly (two passes)
+                return ties_from_factors(bs, as_, p, chunk_elements, thresholds(bs, as_, p.densities, rows))
+            final[t] = steps.limit_mask(mag, *limit)[0]
+        # what the pass counted at these positions (bracketed trims at hi) is replaced by their final trims
         _, *before = _merge_rows(list(values.clone()), provisional, p, normalize)
         fixed, *after = _merge_rows(list(values), final, p, normalize)
         merged.view(-1)[at] = fixed
