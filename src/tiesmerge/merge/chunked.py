@@ -41,11 +41,15 @@ def chunked_product(b: torch.Tensor, a: torch.Tensor, rows: int) -> torch.Tensor
     return out
 
 
+def exact_limit(b: torch.Tensor, a: torch.Tensor, density: float, rows: int) -> tuple[float | None, int]:
+    """(threshold or None for keep-all, number of entries equal to it that are kept) of ΔW = b @ a, selected from the
+    whole |ΔW| (formed only when a threshold is needed)."""
+    return steps.trim_limit(lambda: chunked_product(b, a, rows).abs_().reshape(-1), b.shape[0] * a.shape[1], density)
+
+
 def thresholds(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], densities: Sequence[float], rows: int):
-    """Per adapter: (threshold or None for keep-all, number of entries equal to it that are kept)."""
-    return [steps.trim_limit(lambda b=b, a=a: chunked_product(b, a, rows).abs_().reshape(-1), b.shape[0] * a.shape[1],
-                       density)
-            for b, a, density in zip(bs, as_, densities)]
+    """Per adapter: its exact_limit."""
+    return [exact_limit(b, a, density, rows) for b, a, density in zip(bs, as_, densities)]
 
 
 class ThresholdTable:
@@ -121,8 +125,7 @@ def plan_trims(bs, as_, densities, sample: int, rows: int) -> list[Bracket | tup
             lo, hi = steps.bracket(sample_mags, k, numel)
             tied = steps.count(((sample_mags == lo) | (sample_mags == hi)).float())
             if tied > max(8, MAX_TIED * sample):
-                plan.append(steps.trim_limit(lambda b=b, a=a: chunked_product(b, a, rows).abs_().reshape(-1), numel,
-                                             density))
+                plan.append(exact_limit(b, a, density, rows))
             else:
                 plan.append(Bracket(k, lo, hi))
     return plan
@@ -140,17 +143,17 @@ def _keep(mag: torch.Tensor, trim, quota: list[int], t: int, out: torch.Tensor) 
 
 def _merge_rows(xs: list[torch.Tensor], keeps: list[torch.Tensor], p: MethodParams, normalize: bool,
                 nonzero_kept: Sequence[float | None] = (),
-                out: torch.Tensor | None = None) -> tuple[torch.Tensor, int, int, int]:
+                out: torch.Tensor | None = None) -> tuple[torch.Tensor, list[int], int, int]:
     """Steps 1–3 on the same rows (or positions) of every adapter's ΔW: trim (in place), weight, elect, merge.
-    Returns (merged, kept non-zero entries, agreeing entries, conflicting entries). `nonzero_kept[t]`, when not
+    Returns (merged, kept non-zero entries per adapter, agreeing entries, conflicting entries). `nonzero_kept[t]`, when not
     None, is a floor ≥ 0 that every magnitude adapter t's mask keeps lies above (its threshold): the mask keeps no
     zero, so counting the mask counts what it keeps."""
-    kept, weighted_nonzero = 0, []
+    kept, weighted_nonzero = [], []
     for t, (x, keep, w) in enumerate(zip(xs, keeps, p.weights)):
         x.mul_(keep)  # Step 1: trim, then weight: τ̂_t = w_t · trim(ΔW_t)
         floor = nonzero_kept[t] if t < len(nonzero_kept) else None
         k = steps.count(keep) if floor is not None else int(torch.count_nonzero(x))
-        kept += k
+        kept.append(k)
         x.mul_(w)
         # w_t · x is non-zero wherever x is when no kept |x| (all > floor) can underflow: then τ̂_t's count is known
         weighted_nonzero.append(k if floor is not None and floor * abs(w) > 1e-30 else None)
@@ -166,6 +169,7 @@ def ties_from_factors(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], p
     ΔW's rows (see the module docstring); `limits` (from a ThresholdTable) gives the exact trims up front."""
     m, n = bs[0].shape[0], as_[0].shape[1]
     rows = chunk_rows(n, chunk_elements)
+    two_pass = lambda: ties_from_factors(bs, as_, p, chunk_elements, thresholds(bs, as_, p.densities, rows))  # noqa: E731
     if limits is None and m * n <= 4 * sample:
         limits = thresholds(bs, as_, p.densities, rows)
     plan = list(limits) if limits is not None else plan_trims(bs, as_, p.densities, sample, rows)
@@ -193,14 +197,14 @@ def ties_from_factors(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], p
             at = inside.view(-1).nonzero().squeeze(1)
             stored += at.numel()
             if stored > max(4 * sample, MAX_INSIDE * m * n):  # far more inside the brackets than sampled: select exactly
-                return ties_from_factors(bs, as_, p, chunk_elements, thresholds(bs, as_, p.densities, rows))
+                return two_pass()
             band_at.append(at + r0 * n)
             band_values.append(torch.stack([x.view(-1)[at] for x in xs]))
             band_keeps.append(torch.stack([keep.view(-1)[at] for keep in keeps]))  # the pass's trims there
         _, k, a, d = _merge_rows(xs, keeps, p, normalize, nonzero_kept, out=merged[r0:r1])
-        kept, agreeing, disagreeing = kept + k, agreeing + a, disagreeing + d
-        for t in bracketed:
-            plan[t].above += steps.count(keeps[t])
+        kept, agreeing, disagreeing = kept + sum(k), agreeing + a, disagreeing + d
+        for t in bracketed:  # its mask (> hi ≥ 0) keeps no zero: what it kept is what lies above hi
+            plan[t].above += k[t]
     del xs_buf, keep_buf, mag, band
     if bracketed:
         at, values, provisional = torch.cat(band_at), torch.cat(band_values, 1), list(torch.cat(band_keeps, 1))
@@ -210,13 +214,13 @@ def ties_from_factors(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], p
             mag = values[t].abs()
             limit = plan[t].limit(mag[(mag >= plan[t].lo) & (mag <= plan[t].hi)])
             if limit is None:  # the sample's bracket missed: select exactly (two passes)
-                return ties_from_factors(bs, as_, p, chunk_elements, thresholds(bs, as_, p.densities, rows))
+                return two_pass()
             final[t] = steps.limit_mask(mag, *limit)[0]
         # what the pass counted at these positions (bracketed trims at hi) is replaced by their final trims
         _, *before = _merge_rows(list(values.clone()), provisional, p, normalize)
         fixed, *after = _merge_rows(list(values), final, p, normalize)
         merged.view(-1)[at] = fixed
-        kept, agreeing, disagreeing = (kept + after[0] - before[0], agreeing + after[1] - before[1],
+        kept, agreeing, disagreeing = (kept + sum(after[0]) - sum(before[0]), agreeing + after[1] - before[1],
                                        disagreeing + after[2] - before[2])
     if p.lam != 1:
         merged.mul_(p.lam)
