@@ -151,3 +151,20 @@ def peft_logits(base: Path, adapter: Path, input_ids: torch.Tensor) -> torch.Ten
     model = PeftModel.from_pretrained(load_base(base, torch.float64), adapter).eval()
     with torch.no_grad():
         return model(input_ids=input_ids).logits
+
+
+def regmean_reference(deltas, grams, weights=None, off_diagonal: float = 1.0, floor: float = 1e-6) -> torch.Tensor:
+    """RegMean as documented (merge/methods/regmean.py), written out densely in float64 with an explicit inverse:
+    ΔW* = (Σ w_t ΔW_t (G̃_t + εI)) (Σ w_t (G̃_t + εI))⁻¹, G̃ = a·G + (1−a)·diag(G) of the symmetrised Gram,
+    ε = floor · ‖Σ w_t G̃_t‖_F / Σ w_t."""
+    weights = weights or [1.0] * len(deltas)
+    gs = []
+    for g in grams:
+        g = g.double()
+        g = (g + g.T) / 2
+        gs.append(off_diagonal * g + (1 - off_diagonal) * torch.diag(torch.diag(g)))
+    total = sum(w * g for w, g in zip(weights, gs))
+    eps = floor * float(torch.linalg.matrix_norm(total)) / sum(weights)
+    eye = torch.eye(total.shape[0], dtype=torch.float64)
+    num = sum(w * d.double() @ (g + eps * eye) for w, d, g in zip(weights, deltas, gs))
+    return num @ torch.linalg.inv(total + sum(weights) * eps * eye)

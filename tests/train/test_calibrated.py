@@ -11,7 +11,7 @@ from safetensors import safe_open
 from torch.testing import assert_close
 
 from tests.cli.helpers import run_cli
-from tests.conftest import peft_deltas
+from tests.conftest import peft_deltas, regmean_reference
 from tests.train.conftest import question_file
 
 
@@ -66,10 +66,9 @@ def test_regmean_merge_equals_the_closed_form_on_the_cached_grams(steer_base, sp
     da, db = peft_deltas(steer_base, specialists["a"]), peft_deltas(steer_base, specialists["b"])
     merged = peft_deltas(steer_base, out)
     for name in ("model.layers.0.self_attn.q_proj", "model.layers.1.mlp.down_proj"):
-        g1, g2 = ga[name].double(), gb[name].double()
-        expected = (da[name].double() @ g1 + db[name].double() @ g2) @ torch.linalg.inv(g1 + g2)
-        err = (merged[name].double() - expected).norm() / expected.norm()  # float32 Grams, ridge 1e-6: ≤ 1e-4
-        assert err < 1e-3, (name, float(err))
+        expected = regmean_reference([da[name], db[name]], [ga[name], gb[name]])
+        err = (merged[name].double() - expected).norm() / expected.norm()  # float32 factors in the adapter
+        assert err < 1e-4, (name, float(err))
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 6  # Σ r, lossless
 
 
@@ -95,3 +94,39 @@ def test_statistics_of_another_adapter_or_none_are_refused(steer_base, specialis
                     f"b={specialists['b']}", "--calibration", f"a={qb}", "--calibration", f"b={qa}", "-o",
                     tmp_path / "m4", env=env)
     assert other.exit_code == 2 and "run `tiesmerge calibrate`" in other.stderr
+
+
+def test_one_command_regmean_merge_equals_calibrate_then_merge(steer_base, specialists, tmp_path):
+    """`merge --method regmean --base B` collects the missing statistics itself: the same adapter as calibrate + merge
+    (bitwise), the statistics cached for the next merge, and RegMean++ in one command too."""
+    two, qa, qb, env = cli_calibrate(steer_base, specialists, tmp_path)
+    assert two.exit_code == 0, two.stderr
+    common = ["merge", "--method", "regmean", "--adapter", f"a={specialists['a']}", "--adapter",
+              f"b={specialists['b']}", "--calibration", f"a={qa}", "--calibration", f"b={qb}", "--rank", "full"]
+    from_cache = run_cli(*common, "-o", tmp_path / "two-step", env=env)
+    fresh_env = {"TIESMERGE_CACHE": str(tmp_path / "fresh-cache")}
+    without_base = run_cli(*common, "-o", tmp_path / "no-base", env=fresh_env)
+    assert without_base.exit_code == 2 and "give --base BASE" in without_base.stderr
+    assert len(without_base.stderr.strip().splitlines()) == 1 and not (tmp_path / "no-base").exists()
+    one = run_cli(*common, "--base", steer_base, "--device", "cpu", "-o", tmp_path / "one-step", env=fresh_env)
+    assert from_cache.exit_code == 0 and one.exit_code == 0, (from_cache.stderr, one.stderr)
+    assert "collecting them" in one.stderr
+    a = (tmp_path / "two-step" / "adapter_model.safetensors").read_bytes()
+    assert (tmp_path / "one-step" / "adapter_model.safetensors").read_bytes() == a
+    again = run_cli(*common, "--base", steer_base, "-o", tmp_path / "again", env=fresh_env)  # cached now
+    assert again.exit_code == 0 and "collecting" not in again.stderr
+    pp = run_cli(*[c if c != "regmean" else "regmean_pp" for c in common], "--base", steer_base, "--device", "cpu",
+                 "--lambda", "1.0", "-o", tmp_path / "pp", env=fresh_env)
+    assert pp.exit_code == 0, pp.stderr
+    pp_recipe = tmp_path / "pp.yaml"
+    cal = run_cli("calibrate", "--base", steer_base, "--device", "cpu", "--adapter", f"a={specialists['a']}",
+                  "--adapter", f"b={specialists['b']}", "--calibration", f"a={qa}", "--calibration", f"b={qb}",
+                  "--pp", "--write-recipe", pp_recipe, env=fresh_env)
+    assert cal.exit_code == 0 and "cached" in cal.stderr  # the one-command merge made them
+    two_pp = run_cli("merge", pp_recipe, "--rank", "full", "-o", tmp_path / "pp2", env=fresh_env)
+    assert two_pp.exit_code == 0, two_pp.stderr
+    assert ((tmp_path / "pp" / "adapter_model.safetensors").read_bytes()
+            == (tmp_path / "pp2" / "adapter_model.safetensors").read_bytes())
+    plain = run_cli("merge", "--adapter", f"a={specialists['a']}", "--adapter", f"b={specialists['b']}", "--base",
+                    steer_base, "-o", tmp_path / "ties")
+    assert plain.exit_code == 2 and "apply to calibrated methods" in plain.stderr

@@ -10,7 +10,7 @@ from safetensors import safe_open
 from torch.testing import assert_close
 
 from tests.cli.helpers import run_cli
-from tests.conftest import peft_deltas
+from tests.conftest import peft_deltas, regmean_reference
 from tests.train.conftest import question_file
 
 
@@ -45,8 +45,8 @@ def test_regmean_pp_statistics_follow_the_partially_merged_model(steer_base, spe
     with torch.no_grad():
         for name, lin in model.named_modules():
             if name.startswith("model.layers.0.") and name in da:
-                ga, gb = (0.9 * g[name] + 0.1 * torch.diag(torch.diag(g[name])) for g in (pp_g["a"], pp_g["b"]))
-                merged = (da[name].double() @ ga + db[name].double() @ gb) @ torch.linalg.inv(ga + gb)
+                merged = regmean_reference([da[name], db[name]], [pp_g["a"][name], pp_g["b"][name]],
+                                           off_diagonal=0.9)
                 lin.weight += merged.float()
         xs = []
         for line in qa.read_text().splitlines():

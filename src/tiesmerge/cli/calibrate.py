@@ -41,20 +41,43 @@ def prompt_sets(spec: Recipe, flags: List[str], size: int, test: Optional[Path])
                             f"--test {test}")
 
 
-def with_cached_statistics(spec: Recipe, flags: List[str], size: int, fmt: PromptFormat) -> Recipe:
-    """The recipe with `statistics:` filled from the cache for adapters that have calibration prompts (merge)."""
-    from tiesmerge.train.statistics import statistics_path
+def with_cached_statistics(spec: Recipe, flags: List[str], size: int, fmt: PromptFormat, base: str | None = None,
+                           device: str = "auto") -> Recipe:
+    """The recipe with `statistics:` filled from the cache for adapters that have calibration prompts (merge). With a
+    `base`, statistics not cached yet are collected first (calibrate's work, one command); without one they are refused
+    with the command that makes them."""
+    from tiesmerge.merge.registry import get as get_method
+    from tiesmerge.train.statistics import cached_base, statistics_path
 
     if all(a.statistics is not None for a in spec.adapters):
         return spec
     prompts = prompt_sets(spec, flags, size, None)
-    adapters = []
-    for a in spec.adapters:
-        path = a.statistics or statistics_path(a.path, prompts[a.name], fmt)
-        if not Path(path).is_file():
-            raise BadInputError(f"no statistics of adapter {a.name!r} for these prompts; run `tiesmerge calibrate` "
-                                "with the same adapters and --calibration first")
-        adapters.append(a.model_copy(update={"statistics": Path(path)}))
+    pp = get_method(spec.method).statistics.inputs == "merged"
+    paths = {a.name: a.statistics or statistics_path(a.path, prompts[a.name], fmt) for a in spec.adapters}
+    missing = [a.name for a in spec.adapters if a.statistics is None
+               and not (Path(paths[a.name]).is_file() and (base is None or cached_base(paths[a.name]) == base))]
+    if pp and base is not None and any(a.statistics is None for a in spec.adapters):
+        from tiesmerge.eval.models import load_base
+
+        model, tok = load_base(base, device=device)
+        from tiesmerge.merge.methods.regmean import OFF_DIAGONAL
+
+        paths.update(pp_statistics(model, tok, base, spec, prompts, fmt, spec.parameters.get(OFF_DIAGONAL),
+                                   spec.parameters.lam))
+    elif missing and base is not None:
+        from tiesmerge.eval.models import load_base
+        from tiesmerge.train.statistics import calibrate as collect
+
+        _log(f"statistics of {', '.join(missing)} not cached: collecting them on {base}")
+        model, tok = load_base(base, device=device)
+        todo = {a.name: a.path for a in spec.adapters if a.name in missing}
+        paths.update(collect(model, tok, base, todo, {n: prompts[n] for n in todo}, fmt, log=_log))
+    elif missing or pp:
+        what = ("no RegMean++ statistics given" if pp else
+                f"no statistics of adapter {missing[0]!r} for these prompts")
+        raise BadInputError(f"{what}: give --base BASE to collect them in this command, or run `tiesmerge calibrate"
+                            f"{' --pp' if pp else ''}` with the same adapters and --calibration first")
+    adapters = [a.model_copy(update={"statistics": Path(paths[a.name])}) for a in spec.adapters]
     return spec.model_copy(update={"adapters": adapters})
 
 

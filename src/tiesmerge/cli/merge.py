@@ -142,6 +142,9 @@ def merge(
                                           "prompts whose statistics `tiesmerge calibrate` cached"),
     calibration_size: int = typer.Option(256, "--calibration-size", help="as given to `tiesmerge calibrate`"),
     prompt_format: str = typer.Option("cloze", "--prompt-format", help="as given to `tiesmerge calibrate`"),
+    base: Optional[str] = typer.Option(None, "--base", help="calibrated methods: the base model (a local folder, a "
+                                       "hub id, or `smollm2`); statistics not cached yet are collected on it first, "
+                                       "as `tiesmerge calibrate` would"),
 ) -> None:
     """Merge PEFT LoRA / RSLoRA adapters into one adapter (ΔW-space TIES by default).
 
@@ -150,6 +153,9 @@ def merge(
       tiesmerge merge recipe.yaml -o merged/
 
       tiesmerge merge --adapter math=./math:0.5 --adapter code=./code:0.5 --density 0.2 --rank 64 -o merged/
+
+      tiesmerge merge --method regmean --base smollm2 --adapter math=./math --calibration math=math.jsonl \\
+        --adapter code=./code --calibration code=code.jsonl -o merged/
     """
     overrides = {
         ("method",): method.value if method else None,
@@ -177,9 +183,11 @@ def merge(
         from tiesmerge.train.calibration import PromptFormat
 
         spec = with_cached_statistics(spec, calibration, calibration_size,
-                                      PromptFormat.parse(prompt_format, "--prompt-format"))
-    elif calibration:
-        raise BadInputError(f"--calibration applies to calibrated methods (regmean), not {spec.method.value}")
+                                      PromptFormat.parse(prompt_format, "--prompt-format"), base=base,
+                                      device=device)
+    elif calibration or base is not None:
+        raise BadInputError(f"--calibration and --base apply to calibrated methods (regmean, regmean_pp), not "
+                            f"{spec.method.value}")
     dev = resolve_device(device)
     if output is None and not dry_run:
         raise BadInputError("no output directory; pass -o DIR (or --dry-run to only check)")
