@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality_calibrated import flatten  # noqa: E402
+from quality_ceilings import annotate, ceiling_rows  # noqa: E402
 from quality_facts import FACTS_VERSION, suite  # noqa: E402
 from tiesmerge.cache import adapter_digest, cache_key, cached_dir  # noqa: E402
 from tiesmerge.eval.report import Target  # noqa: E402
@@ -38,6 +39,9 @@ BASE = "smollm2"
 TRAIN = TrainSettings(steps=120, rank=16, alpha=32.0, lr=1e-3, batch_size=8, warmup_steps=10, seed=0, target="text")
 MERGE_VERSION = 1
 CALIBRATED = True  # the RegMean and refine rows (quality_calibrated.py)
+CEILINGS = True  # the multi-task and routing rows (quality_ceilings.py)
+SUITE_START: dict[str, float] = {}  # suite → when its specialists started (the report's wall time includes them)
+SKILL_SIZES = None  # the skills suite's split sizes (None: quality_skills.SIZES); --smoke shrinks them
 EXACT_ONLY = False  # --exact-only: the data-free rows at the exact rank T·r only
 CORE_BASES = "svd-reference"  # core space's bases since 2026-12-01 (the paper's SVD bases; were Householder QRs)
 
@@ -101,7 +105,10 @@ MIN_OWN = 0.85  # a specialist must reach this on its own validation facts, else
 RETRAIN_NOTES: list[str] = []
 
 
-def train_specialists(data, domains, seeds: int = 3) -> dict[str, Path]:
+def train_specialists(data, domains, seeds: int = 3, suite_name: str = "knowledge", version=FACTS_VERSION,
+                      passes: int = 2) -> dict[str, Path]:
+    """Each domain's specialist, retrained with the next seed while it is below MIN_OWN on its own validation split
+    (knowledge: its 3 train phrasings, 2 passes; skills: its train questions once)."""
     from dataclasses import replace
 
     from tiesmerge.eval.models import load_base
@@ -110,16 +117,18 @@ def train_specialists(data, domains, seeds: int = 3) -> dict[str, Path]:
     for domain in domains:
         for seed in range(TRAIN.seed, TRAIN.seed + seeds):
             settings = replace(TRAIN, seed=seed)
-            key = cache_key("quality-specialist", FACTS_VERSION, BASE, domain, settings)
+            key = (cache_key("quality-specialist", FACTS_VERSION, BASE, domain, settings) if suite_name == "knowledge"
+                   else cache_key(f"{suite_name}-specialist", version, BASE, domain, settings, passes))
 
             def build(tmp: Path, domain=domain, settings=settings) -> None:
                 model, tok = load_base(BASE, dtype="float32", device="auto")
-                card = train_adapter(model, tok, data["train"][domain] * 2, settings, tmp,  # 3 phrasings × 2 passes
-                                     card={"suite": "knowledge", "domain": domain})
+                card = train_adapter(model, tok, data["train"][domain] * passes, settings, tmp,
+                                     card={"suite": suite_name, "domain": domain})
                 log(f"trained {domain} (seed {settings.seed}): loss {card['loss_first']:.3f} → "
                     f"{card['loss_last_10_mean']:.3f}, {card['seconds']:.0f} s")
 
-            out[domain], _ = cached_dir("quality-specialists", domain, key, build)
+            out[domain], _ = cached_dir("quality-specialists" if suite_name == "knowledge" else f"{suite_name}-specialists",
+                                        domain, key, build)
             session = EvalSession(BASE, data["validation"][domain], mode="cloze", batch_size=16, progress=no_progress,
                                   log=log)
             own = sum(correct(session, f"spec-{domain}", out[domain])) / len(data["validation"][domain])
@@ -197,7 +206,10 @@ class Suite:
     specs: dict  # domain → specialist adapter
     rank: int  # the specialists' rank r
     candidates: tuple
+    train_sets: dict  # domain → the questions its specialist was trained on (the multi-task LoRA mixes them)
+    train_settings: dict  # domain → its TrainSettings
     eval_dtype: str = "float32"
+    exact_only: bool = False  # the data-free rows at rank Σr only
 
 
 def knowledge_suite(n_domains: int) -> Suite:
@@ -208,7 +220,8 @@ def knowledge_suite(n_domains: int) -> Suite:
              "SmolLM2-135M, each trained on its own fictional facts (24 people, one relation, four possible answers); "
              f"test: {n} questions per domain in two held-out phrasings, settings chosen on {nv} validation questions "
              "per domain in a third. Cloze scoring.")
-    return Suite("knowledge", "the knowledge suite", about, data, specs, TRAIN.rank, CANDIDATES)
+    return Suite("knowledge", "the knowledge suite", about, data, specs, TRAIN.rank, CANDIDATES,
+                 {d: data["train"][d] * 2 for d in specs}, {d: TRAIN for d in specs})
 
 
 DOMAIN_TEST = 500  # held-out test questions per domain
@@ -234,7 +247,35 @@ def domain_suite() -> Suite:
              "its text and answer with train or validation: `tiesmerge data build --test-per-domain 500`), settings "
              f"chosen on the {len(data['validation'][demo.domains[0]])} validation questions per domain. Cloze "
              "scoring, the base in bfloat16 (every row alike).")
-    return Suite("domain", "the domain suite", about, data, specs, t.rank, DOMAIN_CANDIDATES, eval_dtype="bfloat16")
+    settings = {d: TrainSettings(steps=demo.train_for(d).steps, rank=demo.train_for(d).rank,
+                                 alpha=demo.train_for(d).alpha, lr=demo.train_for(d).lr,
+                                 batch_size=demo.train_for(d).batch_size, seed=demo.train_for(d).seed,
+                                 warmup_steps=max(1, demo.train_for(d).steps // 10), target="text") for d in specs}
+    return Suite("domain", "the domain suite (low resolution)", about, data, specs, t.rank, DOMAIN_CANDIDATES,
+                 {d: data["train"][d] for d in specs}, settings, eval_dtype="bfloat16")
+
+
+def skills_suite() -> Suite:
+    from quality_skills import DOMAINS, SKILLS_VERSION
+    from quality_skills import suite as skills_data
+
+    data = skills_data(sizes=SKILL_SIZES)
+    specs = train_specialists(data, list(DOMAINS), suite_name="skills", version=SKILLS_VERSION, passes=1)
+    about = (f"Four specialists (RSLoRA r={TRAIN.rank}, {TRAIN.steps} steps, lr {TRAIN.lr}) on the embedded "
+             "SmolLM2-135M, each learning one skill the base lacks (benchmarks/quality_skills.py): math — two-digit "
+             "addition; code — what a Python list index prints (negative indices too; answers by running the "
+             "snippet); stem — metric unit conversion; humanities — the century of a year. Distractors are the "
+             f"typical mistakes; every fact (pair, list and index, value and units, year) in one split only. Test: "
+             f"{len(data['test']['math'])} questions per domain, settings chosen on {len(data['validation']['math'])} "
+             f"validation questions per domain; trained on {len(data['train']['math'])} per domain. Cloze scoring, "
+             "the base in bfloat16 (every row alike); data-free merges "
+             "at the lossless rank Σr.")
+    return Suite("skills", "the skills suite (mission-shaped, decisive)", about, data, specs, TRAIN.rank,
+                 DOMAIN_CANDIDATES, {d: data["train"][d] for d in specs}, {d: TRAIN for d in specs},
+                 eval_dtype="bfloat16", exact_only=True)
+
+
+SUITES = {"knowledge": None, "domain": domain_suite, "skills": skills_suite}
 
 
 def run_suite(sx: Suite, out: Path, docs: Path | None) -> dict:
@@ -246,19 +287,38 @@ def run_suite(sx: Suite, out: Path, docs: Path | None) -> dict:
     kw = dict(mode="cloze", batch_size=16, progress=no_progress, log=log, dtype=sx.eval_dtype)
     val, test = EvalSession(BASE, val_qs, **kw), EvalSession(BASE, test_qs, **kw)
 
+    parts = {"specialists": round(start - SUITE_START.get(sx.name, start))}
     base_flags = correct(test, "base", None)
     base_acc = by_domain(base_flags, test_qs)
-    matrix = {d: by_domain(correct(test, f"spec-{d}", p), test_qs) for d, p in specs.items()}
+    spec_flags = {d: correct(test, f"spec-{d}", p) for d, p in specs.items()}
+    matrix = {d: by_domain(spec_flags[d], test_qs) for d in specs}
     spec_acc = {d: matrix[d][d] for d in domains}
     val_base, val_spec = by_domain(correct(val, "base", None), val_qs), {
         d: by_domain(correct(val, f"spec-{d}", p), val_qs)[d] for d, p in specs.items()}
     log(f"base and specialists scored ({time.perf_counter() - start:.0f} s)")
+    parts["scoring base and specialists"] = round(time.perf_counter() - start)
 
     r, exact = sx.rank, sx.rank * len(domains)
     results, flags, chosen_paths = [], {}, {}
+
+    def row_from_flags(label, method, space, rank, params, f, **extra) -> dict:
+        flags[(label, rank)] = f
+        return {"label": label, "method": method, "space": space, "rank": rank, "params": params,
+                "chosen_at_rank": rank, **extra, **summary(by_domain(f, test_qs), base_acc, spec_acc)}
+
+    def row(label, method, space, rank, params, path, **extra) -> dict:
+        return row_from_flags(label, method, space, rank, params, correct(test, f"{label} r{rank}", path), **extra)
+
+    ctx = {"domains": domains, "log": log, "base": BASE, "row": row, "row_from_flags": row_from_flags,
+           "spec_flags": spec_flags, "test_qs": test_qs}
+    t0 = time.perf_counter()
+    if CEILINGS:
+        results += ceiling_rows(sx, ctx)
+        parts["ceilings (multi-task training, scoring)"] = round(time.perf_counter() - t0)
+    t0 = time.perf_counter()
     for cand in sx.candidates:
         chosen = None
-        for rank in ((exact,) if EXACT_ONLY else (r, exact)):
+        for rank in ((exact,) if EXACT_ONLY or sx.exact_only else (r, exact)):
             if chosen is None or cand.choose_per_rank:  # settings chosen on validation, at this output rank
                 scored = []
                 for params in cand.points():
@@ -275,38 +335,39 @@ def run_suite(sx: Suite, out: Path, docs: Path | None) -> dict:
                             "params": chosen, "chosen_at_rank": rank if cand.choose_per_rank else r,
                             "validation": [list(x[:2]) + [x[3]] for x in scored],
                             **summary(by_domain(f, test_qs), base_acc, spec_acc)})
+    parts["data-free merges (validation grid, test)"] = round(time.perf_counter() - t0)
+    t0 = time.perf_counter()
     if CALIBRATED:
         from quality_calibrated import calibrated_rows
 
         def validate(name: str, path: Path) -> dict:
             return summary(by_domain(correct(val, name, path), val_qs), val_base, val_spec)
 
-        def row(label, method, space, rank, params, path, **extra) -> dict:
-            f = correct(test, f"{label} r{rank}", path)
-            flags[(label, rank)] = f
-            return {"label": label, "method": method, "space": space, "rank": rank, "params": params,
-                    "chosen_at_rank": rank, **extra, **summary(by_domain(f, test_qs), base_acc, spec_acc)}
-
-        ctx = {"domains": domains, "log": log, "base": BASE, "validate": validate, "row": row,
-               "chosen": {label: p for (label, rank), p in chosen_paths.items() if rank == exact}}
+        ctx |= {"validate": validate, "chosen": {label: p for (label, rank), p in chosen_paths.items() if rank == exact}}
         results += calibrated_rows(sx, ctx)
-    for row in results:
-        rank = row["rank"]
-        for key, other in (("vs_ties", "TIES (full)"), ("vs_ta", "task arithmetic"), ("vs_iso_c", "Iso-C"),
-                           ("vs_ties_core", "TIES (core)")):
-            if (other, rank) in flags:
-                row[key] = paired(flags[(row["label"], rank)], flags[(other, rank)])
+        parts["calibrated (statistics, RegMean, RegMean++, refine)"] = round(time.perf_counter() - t0)
+    mt_label = f"multi-task LoRA r{exact}"
+    for res in results:
+        rank = res["rank"]
+        for key, other, other_rank in (("vs_ties", "TIES (full)", rank), ("vs_ta", "task arithmetic", rank),
+                                       ("vs_iso_c", "Iso-C", rank), ("vs_ties_core", "TIES (core)", rank),
+                                       ("vs_mt", mt_label, exact)):
+            if (other, other_rank) in flags:
+                res[key] = paired(flags[(res["label"], rank)], flags[(other, other_rank)])
+    annotate(results, flags, base_flags, spec_flags, test_qs, mt_label if CEILINGS else None)
     report = {"suite": sx.name, "title": sx.title, "about": sx.about, "domains": domains,
               "n_test_per_domain": len(test_qs) // len(domains), "n_validation_per_domain": len(val_qs) // len(domains),
               "base": base_acc, "matrix": matrix, "rank": r,
               "slow_choices": [c.label for c in sx.candidates if not c.choose_per_rank],
-              "results": results, "seconds": round(time.perf_counter() - start),
+              "results": results, "seconds": round(time.perf_counter() - SUITE_START.get(sx.name, start)),
+              "parts": parts,
               "retrained": [n for n in RETRAIN_NOTES if n.split(":")[0] in domains]}
     out.mkdir(parents=True, exist_ok=True)
     (out / f"quality-{sx.name}.json").write_text(json.dumps(report, indent=2, default=str))
     if docs is not None:
         from quality_report import plot
 
+        docs.mkdir(parents=True, exist_ok=True)
         plot(report, docs / f"quality-{sx.name}.png")
     log(f"{sx.name} suite done in {time.perf_counter() - start:.0f} s")
     return report
@@ -314,12 +375,15 @@ def run_suite(sx: Suite, out: Path, docs: Path | None) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--suite", choices=["knowledge", "domain", "both"], default="both")
+    ap.add_argument("--suite", choices=["skills", "knowledge", "domain", "all"], default="all",
+                    help="which suites (all: skills, knowledge, domain — in that order)")
     ap.add_argument("--domains", type=int, default=8, help="knowledge suite: number of specialists")
     ap.add_argument("--out", type=Path, default=Path("build/bench/quality"))
-    ap.add_argument("--docs", type=Path, default=None, help="also write quality.md and the plots here")
+    ap.add_argument("--docs", type=Path, default=None, help="also write each suite's page (quality-SUITE.md) and its "
+                    "plot here")
     ap.add_argument("--methods", default=None, help="only these data-free candidates (labels, comma-separated)")
     ap.add_argument("--no-calibrated", action="store_true", help="skip the RegMean and refine rows")
+    ap.add_argument("--no-ceilings", action="store_true", help="skip the multi-task and routing rows")
     ap.add_argument("--exact-only", action="store_true", help="data-free rows at the exact rank T·r only")
     ap.add_argument("--no-curves", action="store_true", help="skip the refine rows that only trace the prompts / "
                     "steps curves")
@@ -327,8 +391,8 @@ def main() -> int:
                     "steps, the first grid point of each method): numbers meaningless")
     args = ap.parse_args()
     quiet_libraries()
-    global TRAIN, CANDIDATES, DOMAIN_CANDIDATES, CALIBRATED, EXACT_ONLY
-    CALIBRATED, EXACT_ONLY = not args.no_calibrated, args.exact_only
+    global TRAIN, CANDIDATES, DOMAIN_CANDIDATES, CALIBRATED, EXACT_ONLY, CEILINGS, SKILL_SIZES
+    CALIBRATED, EXACT_ONLY, CEILINGS = not args.no_calibrated, args.exact_only, not args.no_ceilings
     if args.no_curves:
         import quality_calibrated as qc
 
@@ -340,6 +404,7 @@ def main() -> int:
         from dataclasses import replace
 
         TRAIN = replace(TRAIN, steps=5, warmup_steps=1)
+        SKILL_SIZES = {"train": 40, "validation": 8, "test": 12}
         CANDIDATES, DOMAIN_CANDIDATES = (tuple(replace(c, grid={k: v[:1] for k, v in c.grid.items()}) for c in cs)
                                          for cs in (CANDIDATES, DOMAIN_CANDIDATES))
         import quality_calibrated as qc
@@ -347,17 +412,17 @@ def main() -> int:
         qc.REFINE = replace(qc.REFINE, eval_every=2)
         qc.REFINE_ROWS = tuple(replace(r, steps=min(r.steps, 4)) for r in qc.REFINE_ROWS[:2])
         qc.REGMEAN_GRID = qc.REGMEAN_GRID[-1:]
-    names = ("knowledge", "domain") if args.suite == "both" else (args.suite,)
-    reports = [run_suite(knowledge_suite(args.domains) if n == "knowledge" else domain_suite(), args.out, args.docs)
-               for n in names]
     from quality_report import markdown
 
-    text = "\n".join(markdown(r) for r in reports)
-    print(text)
-    if args.docs is not None and args.suite == "both":
-        reading = Path(__file__).with_name("quality_reading.md")  # the dated interpretation, kept by hand
-        (args.docs / "quality.md").write_text("# Merge quality\n\n" + text
-                                              + ("\n" + reading.read_text() if reading.is_file() else ""))
+    names = ("skills", "knowledge", "domain") if args.suite == "all" else (args.suite,)
+    for n in names:
+        SUITE_START[n] = time.perf_counter()
+        log(f"suite {n}: training (or reusing) the specialists")
+        sx = knowledge_suite(args.domains) if n == "knowledge" else SUITES[n]()
+        text = markdown(run_suite(sx, args.out, args.docs))
+        print(text, flush=True)
+        if args.docs is not None:  # each suite's page; docs/quality.md (the reading) is kept by hand
+            (args.docs / f"quality-{n}.md").write_text(text)
     return 0
 
 

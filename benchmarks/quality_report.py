@@ -17,6 +17,13 @@ def interval(t) -> str:
     return f"{100 * mean:+.1f} ({100 * lo:+.1f} … {100 * hi:+.1f}){mark}"
 
 
+def worst_cell(r: dict) -> str:
+    worst, ci = r.get("retention_worst"), r.get("retention_worst_ci")
+    if not worst:
+        return "—"
+    return f"{pct(worst[1])} ({worst[0]}{', ' + pct(ci[0]) + ' … ' + pct(ci[1]) if ci else ''})"
+
+
 def markdown(report: dict) -> str:
     domains = report["domains"]
     n = report["n_test_per_domain"]
@@ -24,7 +31,9 @@ def markdown(report: dict) -> str:
         f"## {report['title'][0].upper() + report['title'][1:]}",
         "",
         f"{report['about']} `python benchmarks/bench_quality.py --suite {report['suite']}` (cached; this run "
-        f"{report['seconds'] / 60:.1f} min).",
+        f"{report['seconds'] / 60:.1f} min"
+        + (": " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in report["parts"].items()) if report.get("parts") else "")
+        + ").",
         "",
         "### Specialist × domain accuracy, % (diagonal: own domain)",
         "",
@@ -41,27 +50,31 @@ def markdown(report: dict) -> str:
         + (f"; {', '.join(report['slow_choices'])}: the rank-r choice, reused (slow to merge)"
            if report["slow_choices"] else "") + ")",
         "",
-        "Gain retention = (merged − base) / (specialist − base) per domain; paired 95 % intervals of the accuracy "
-        f"difference on the same {n * len(domains)} test questions, ** where the interval excludes zero.",
+        "Gain retention = (merged − base) / (specialist − base) per domain, the worst domain with its 95 % interval "
+        f"(paired bootstrap over its {n} test questions); % of MT gain = (mean acc − base) / (multi-task LoRA at "
+        "rank Σr − base); paired 95 % intervals of the accuracy difference on the same "
+        f"{n * len(domains)} test questions, ** where the interval excludes zero.",
         "",
-        "| method | rank | chosen | mean acc % | gain kept mean % | worst domain % | norm. acc mean % | "
-        "− TIES (pts, 95 % CI) | − task arith. (pts, 95 % CI) | − Iso-C (pts, 95 % CI) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| method | rank | chosen | mean acc % | gain kept mean % | worst domain % (95 % CI) | norm. acc mean % | "
+        "% of MT gain | − multi-task (pts, 95 % CI) | − TIES (pts, 95 % CI) | − Iso-C (pts, 95 % CI) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = sorted(report["results"], key=lambda r: (r["rank"], -(r["retention_mean"] or -9)))
     for r in rows:
-        worst = r["retention_worst"]
         chosen = ", ".join(f"{k} {v}" for k, v in r["params"].items()) or "—"
         lines.append(
             f"| {r['label']} | {r['rank']} | {chosen} | {pct(r['mean_accuracy'])} | {pct(r['retention_mean'])} | "
-            f"{pct(worst[1]) + ' (' + worst[0] + ')' if worst else '—'} | {pct(r['normalized_mean'])} | "
-            f"{interval(r.get('vs_ties'))} | {interval(r.get('vs_ta'))} | {interval(r.get('vs_iso_c'))} |")
+            f"{worst_cell(r)} | {pct(r['normalized_mean'])} | {pct(r.get('mt_share'))} | "
+            f"{interval(r.get('vs_mt'))} | {interval(r.get('vs_ties'))} | {interval(r.get('vs_iso_c'))} |")
     shown = report["rank"] if any(r["rank"] == report["rank"] for r in rows) else max(r["rank"] for r in rows)
-    lines += ["", f"### Gain retention per domain, % (rank {'r' if shown == report['rank'] else shown})", "",
+    lines += ["", f"### Gain retention per domain, % with its 95 % interval (rank {'r' if shown == report['rank'] else shown})", "",
               "| method | " + " | ".join(domains) + " |", "|---|" + "---|" * len(domains)]
     for r in rows:
         if r["rank"] == shown:
-            lines.append(f"| {r['label']} | " + " | ".join(pct(r["gain_retention"][d]) for d in domains) + " |")
+            ci = r.get("retention_ci") or {}
+            lines.append(f"| {r['label']} | " + " | ".join(
+                pct(r["gain_retention"][d]) + (f" ({pct(ci[d][0])} … {pct(ci[d][1])})" if ci.get(d) else "")
+                for d in domains) + " |")
     lines += calibrated_costs(report)
     if report.get("retrained"):
         lines += ["", "Specialists retrained (each must reach 85 % on its own validation facts): "
@@ -73,7 +86,7 @@ def markdown(report: dict) -> str:
 def calibrated_costs(report: dict) -> list[str]:
     """What each calibrated row cost (prompts per adapter, steps, seconds) and, for refine, how closely the student
     follows each teacher on held-out prompts."""
-    rows = [r for r in report["results"] if "cost" in r]
+    rows = [r for r in report["results"] if "prompts" in r.get("cost", {})]
     if not rows:
         return []
     lines = ["", "### Calibrated merges: cost (this CPU, 2 cores) and agreement with the teachers", "",
