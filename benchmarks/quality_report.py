@@ -66,7 +66,8 @@ def markdown(report: dict) -> str:
             f"| {r['label']} | {r['rank']} | {chosen} | {pct(r['mean_accuracy'])} | {pct(r['retention_mean'])} | "
             f"{worst_cell(r)} | {pct(r['normalized_mean'])} | {pct(r.get('mt_share'))} | "
             f"{interval(r.get('vs_mt'))} | {interval(r.get('vs_ties'))} | {interval(r.get('vs_iso_c'))} |")
-    shown = report["rank"] if any(r["rank"] == report["rank"] for r in rows) else max(r["rank"] for r in rows)
+    counts = {rank: sum(r["rank"] == rank for r in rows) for rank in {r["rank"] for r in rows}}
+    shown = max(counts, key=lambda k: (counts[k], k == report["rank"]))  # the rank most rows are merged at
     lines += ["", f"### Gain retention per domain, % with its 95 % interval (rank {'r' if shown == report['rank'] else shown})", "",
               "| method | " + " | ".join(domains) + " |", "|---|" + "---|" * len(domains)]
     for r in rows:
