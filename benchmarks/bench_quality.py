@@ -42,6 +42,7 @@ CALIBRATED = True  # the RegMean and refine rows (quality_calibrated.py)
 CEILINGS = True  # the multi-task and routing rows (quality_ceilings.py)
 SUITE_START: dict[str, float] = {}  # suite → when its specialists started (the report's wall time includes them)
 SKILL_SIZES = None  # the skills suite's split sizes (None: quality_skills.SIZES); --smoke shrinks them
+SEEDS = 1  # --seeds: training seeds of the headline rows (quality_seeds.py)
 EXACT_ONLY = False  # --exact-only: the data-free rows at the exact rank T·r only
 CORE_BASES = "svd-reference"  # core space's bases since 2026-12-01 (the paper's SVD bases; were Householder QRs)
 
@@ -106,7 +107,7 @@ RETRAIN_NOTES: list[str] = []
 
 
 def train_specialists(data, domains, seeds: int = 3, suite_name: str = "knowledge", version=FACTS_VERSION,
-                      passes: int = 2) -> dict[str, Path]:
+                      passes: int = 2, first_seed: int | None = None) -> dict[str, Path]:
     """Each domain's specialist, retrained with the next seed while it is below MIN_OWN on its own validation split
     (knowledge: its 3 train phrasings, 2 passes; skills: its train questions once)."""
     from dataclasses import replace
@@ -114,8 +115,9 @@ def train_specialists(data, domains, seeds: int = 3, suite_name: str = "knowledg
     from tiesmerge.eval.models import load_base
 
     out = {}
+    first = TRAIN.seed if first_seed is None else first_seed
     for domain in domains:
-        for seed in range(TRAIN.seed, TRAIN.seed + seeds):
+        for seed in range(first, first + seeds):
             settings = replace(TRAIN, seed=seed)
             key = (cache_key("quality-specialist", FACTS_VERSION, BASE, domain, settings) if suite_name == "knowledge"
                    else cache_key(f"{suite_name}-specialist", version, BASE, domain, settings, passes))
@@ -135,7 +137,7 @@ def train_specialists(data, domains, seeds: int = 3, suite_name: str = "knowledg
             if own >= MIN_OWN:
                 break
             note = (f"{domain}: seed {seed} reached {own:.0%} on its own validation facts (< {MIN_OWN:.0%})"
-                    + ("; retrained with the next seed" if seed + 1 < TRAIN.seed + seeds else "; kept (last seed)"))
+                    + ("; retrained with the next seed" if seed + 1 < first + seeds else "; kept (last seed)"))
             RETRAIN_NOTES.append(note)
             log(note)
     return out
@@ -210,6 +212,7 @@ class Suite:
     train_settings: dict  # domain → its TrainSettings
     eval_dtype: str = "float32"
     exact_only: bool = False  # the data-free rows at rank Σr only
+    retrain: object = None  # seed → specialists trained from that seed (for --seeds); None: no seed spread
 
 
 def knowledge_suite(n_domains: int) -> Suite:
@@ -221,7 +224,8 @@ def knowledge_suite(n_domains: int) -> Suite:
              f"test: {n} questions per domain in two held-out phrasings, settings chosen on {nv} validation questions "
              "per domain in a third. Cloze scoring.")
     return Suite("knowledge", "the knowledge suite", about, data, specs, TRAIN.rank, CANDIDATES,
-                 {d: data["train"][d] * 2 for d in specs}, {d: TRAIN for d in specs})
+                 {d: data["train"][d] * 2 for d in specs}, {d: TRAIN for d in specs},
+                 retrain=lambda seed: train_specialists(data, list(data["test"]), first_seed=seed))
 
 
 DOMAIN_TEST = 500  # held-out test questions per domain
@@ -272,7 +276,9 @@ def skills_suite() -> Suite:
              "at the lossless rank Σr.")
     return Suite("skills", "the skills suite (mission-shaped, decisive)", about, data, specs, TRAIN.rank,
                  DOMAIN_CANDIDATES, {d: data["train"][d] for d in specs}, {d: TRAIN for d in specs},
-                 eval_dtype="bfloat16", exact_only=True)
+                 eval_dtype="bfloat16", exact_only=True,
+                 retrain=lambda seed: train_specialists(data, list(DOMAINS), suite_name="skills", version=SKILLS_VERSION,
+                                                        passes=1, first_seed=seed))
 
 
 SUITES = {"knowledge": None, "domain": domain_suite, "skills": skills_suite}
@@ -355,12 +361,22 @@ def run_suite(sx: Suite, out: Path, docs: Path | None) -> dict:
             if (other, other_rank) in flags:
                 res[key] = paired(flags[(res["label"], rank)], flags[(other, other_rank)])
     annotate(results, flags, base_flags, spec_flags, test_qs, mt_label if CEILINGS else None)
+    seeds = {}
+    if SEEDS > 1 and sx.retrain is not None:
+        from quality_seeds import spread
+
+        t0 = time.perf_counter()
+        seeds = spread(sx, results, SEEDS, {
+            "domains": domains, "log": log, "base": BASE, "specialists": sx.retrain,
+            "correct": lambda name, path: correct(test, name, path), "by_domain": lambda f: by_domain(f, test_qs),
+            "merge": merge, "summary": lambda acc, spec: summary(acc, base_acc, spec)})
+        parts[f"seed spread ({SEEDS - 1} more seeds)"] = round(time.perf_counter() - t0)
     report = {"suite": sx.name, "title": sx.title, "about": sx.about, "domains": domains,
               "n_test_per_domain": len(test_qs) // len(domains), "n_validation_per_domain": len(val_qs) // len(domains),
               "base": base_acc, "matrix": matrix, "rank": r,
               "slow_choices": [c.label for c in sx.candidates if not c.choose_per_rank],
               "results": results, "seconds": round(time.perf_counter() - SUITE_START.get(sx.name, start)),
-              "parts": parts,
+              "parts": parts, "seeds": seeds,
               "retrained": [n for n in RETRAIN_NOTES if n.split(":")[0] in domains]}
     out.mkdir(parents=True, exist_ok=True)
     (out / f"quality-{sx.name}.json").write_text(json.dumps(report, indent=2, default=str))
@@ -384,6 +400,8 @@ def main() -> int:
     ap.add_argument("--methods", default=None, help="only these data-free candidates (labels, comma-separated)")
     ap.add_argument("--no-calibrated", action="store_true", help="skip the RegMean and refine rows")
     ap.add_argument("--no-ceilings", action="store_true", help="skip the multi-task and routing rows")
+    ap.add_argument("--seeds", type=int, default=1, help="retrain the specialists and the multi-task LoRA with this "
+                    "many seeds and redo the headline data-free rows on each (skills and knowledge suites)")
     ap.add_argument("--exact-only", action="store_true", help="data-free rows at the exact rank T·r only")
     ap.add_argument("--no-curves", action="store_true", help="skip the refine rows that only trace the prompts / "
                     "steps curves")
@@ -391,8 +409,8 @@ def main() -> int:
                     "steps, the first grid point of each method): numbers meaningless")
     args = ap.parse_args()
     quiet_libraries()
-    global TRAIN, CANDIDATES, DOMAIN_CANDIDATES, CALIBRATED, EXACT_ONLY, CEILINGS, SKILL_SIZES
-    CALIBRATED, EXACT_ONLY, CEILINGS = not args.no_calibrated, args.exact_only, not args.no_ceilings
+    global TRAIN, CANDIDATES, DOMAIN_CANDIDATES, CALIBRATED, EXACT_ONLY, CEILINGS, SKILL_SIZES, SEEDS
+    CALIBRATED, EXACT_ONLY, CEILINGS, SEEDS = not args.no_calibrated, args.exact_only, not args.no_ceilings, args.seeds
     if args.no_curves:
         import quality_calibrated as qc
 

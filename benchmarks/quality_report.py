@@ -77,6 +77,9 @@ def markdown(report: dict) -> str:
                 pct(r["gain_retention"][d]) + (f" ({pct(ci[d][0])} … {pct(ci[d][1])})" if ci.get(d) else "")
                 for d in domains) + " |")
     lines += calibrated_costs(report)
+    from quality_seeds import markdown as seed_markdown
+
+    lines += seed_markdown(report.get("seeds"))
     if report.get("retrained"):
         lines += ["", "Specialists retrained (each must reach 85 % on its own validation facts): "
                   + "; ".join(report["retrained"])]
