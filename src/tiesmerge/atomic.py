@@ -193,3 +193,38 @@ def atomic_output_dir(target: Path, force: bool, log: Log | None = _stderr) -> I
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_output_file(target: Path | str, flag: str, inputs: dict[str, Path | str | None]) -> Path:
+    """A file output checked before any work: not a folder, its folder exists and is writable, its name fits, and
+    it is none of the inputs (nor inside one, through symlinks too)."""
+    path = user_path(target, flag)
+    if path.is_dir():
+        raise BadInputError(f"{flag} {target}: is a folder; give a file name (e.g. {Path(target) / 'recipe.yaml'})")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise BadInputError(f"{flag} {target}: the folder {parent} does not exist; create it or write elsewhere")
+    if not os.access(parent, os.W_OK):
+        raise BadInputError(f"{flag} {target}: cannot write to the folder {parent}; choose a folder you can write to")
+    check_name_length(path, flag)
+    refuse_overlap(path, inputs, f"give {flag} a new file name")
+    return path
+
+
+def write_file(path: Path | str, data: str | bytes) -> Path:
+    """Write a file atomically: a temp file beside it, then a rename; nothing is left on any failure."""
+    path = Path(path)
+    raw = data.encode() if isinstance(data, str) else data
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:64]}.tmp-", dir=path.parent if str(path.parent) else ".")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise (disk_error(exc, path) or exc) from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+    return path

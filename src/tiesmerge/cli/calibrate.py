@@ -41,6 +41,23 @@ def prompt_sets(spec: Recipe, flags: List[str], size: int, test: Optional[Path])
                             f"--test {test}")
 
 
+def protected_inputs(recipe: Optional[Path], spec: Recipe, flags: List[str], test: Optional[Path] = None,
+                     base: Optional[str] = None, start: Optional[Path] = None) -> dict[str, Optional[Path]]:
+    """Every file or folder a command reads — adapters, base, recipe, calibration and test files, statistics, the start
+    merge — labelled for the overlap refusal (an output may not be, contain or lie inside any of them)."""
+    out: dict[str, Optional[Path]] = {"the recipe": recipe, "the --test file": test, "the start merge": start}
+    out |= {"the base model": Path(base) if base and Path(base).exists() else None}
+    for a in spec.adapters:
+        out[f"the input adapter {a.name!r}"] = a.path
+        out[f"the statistics of {a.name!r}"] = a.statistics
+        if a.calibration and not str(a.calibration).startswith("builtin:"):
+            out[f"the calibration file of {a.name!r}"] = Path(a.calibration)
+    for name, value in name_value_pairs(flags, "--calibration").items():
+        if not str(value).startswith("builtin:"):
+            out[f"the calibration file of {name!r}"] = Path(value)
+    return out
+
+
 def with_cached_statistics(spec: Recipe, flags: List[str], size: int, fmt: PromptFormat, base: str | None = None,
                            device: str = "auto") -> Recipe:
     """The recipe with `statistics:` filled from the cache for adapters that have calibration prompts (merge). With a
@@ -141,6 +158,11 @@ def calibrate(
     spec = from_hub(build_recipe(recipe, adapter, {}), note)
     plan_set([AdapterReader(a.path, a.name) for a in spec.adapters], spec.base_model, spec.allow_base_mismatch)
     prompts = prompt_sets(spec, calibration, size, test)
+    if write_recipe is not None:  # checked before any statistics are computed
+        from tiesmerge.atomic import check_output_file
+
+        write_recipe = check_output_file(write_recipe, "--write-recipe",
+                                         protected_inputs(recipe, spec, calibration, test, base))
     if pp and load_in_4bit:
         raise BadInputError("--pp folds each merged block into the base's weights: it needs an unquantized base "
                             "(drop --4bit)")
@@ -160,9 +182,13 @@ def calibrate(
             data["method"], data["parameters"] = "regmean_pp", {"off_diagonal": off_diagonal, "lambda": lam}
         elif "method" not in spec.model_fields_set:
             data["method"], data["parameters"] = "regmean", {}
+        from tiesmerge.atomic import refuse_overlap, write_file
+
         for entry in data["adapters"]:
             entry["statistics"] = str(files[entry["name"]])
-        write_recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+        refuse_overlap(write_recipe, {f"the statistics of {n!r}": p for n, p in files.items()},
+                       "give --write-recipe a new file name")
+        write_file(write_recipe, yaml.safe_dump(data, sort_keys=False))
         typer.echo(f"recipe with statistics: {write_recipe}")
 
 
@@ -226,9 +252,8 @@ def refine(
     if start is not None and not (start / "adapter_config.json").is_file():
         raise BadInputError(f"--start {start}: no adapter_config.json (give a merged adapter's folder)")
     out = check_output_dir(output, force)
-    inputs = {f"the input adapter {a.name!r}": a.path for a in spec.adapters} | {"the start merge": start}
-    inputs |= {"the base model": base if Path(base).is_dir() else None}
-    refuse_overlap(out, inputs, "write the refined adapter elsewhere")
+    refuse_overlap(out, protected_inputs(recipe, spec, calibration, test, base, start),
+                   "write the refined adapter elsewhere")
     result = run_refine(spec, prompts, settings, base=base, start=start, output=out, force=force, restart=restart,
                         device=device, dtype=dtype, load_in_4bit=load_in_4bit, log=_log,
                         command=" ".join(["tiesmerge", *sys.argv[1:]]))

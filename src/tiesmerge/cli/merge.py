@@ -205,6 +205,11 @@ def merge(
             out.print(line, soft_wrap=True)
         out.print(f"device: {dev}; dry run: nothing written", soft_wrap=True)
         return
+    from tiesmerge.atomic import refuse_overlap
+    from tiesmerge.cli.calibrate import protected_inputs
+
+    refuse_overlap(output, protected_inputs(recipe, spec, calibration, None, base),
+                   "write the merge to a separate directory")
     with module_progress(len(job.plan.modules)) as hook:
         result = driver.run(job, output, force=force, device=dev, progress=hook,
                             command=shlex.join(["tiesmerge", *sys.argv[1:]]))
