@@ -130,3 +130,29 @@ def test_one_command_regmean_merge_equals_calibrate_then_merge(steer_base, speci
     plain = run_cli("merge", "--adapter", f"a={specialists['a']}", "--adapter", f"b={specialists['b']}", "--base",
                     steer_base, "-o", tmp_path / "ties")
     assert plain.exit_code == 2 and "apply to calibrated methods" in plain.stderr
+
+
+def test_the_shared_gram_never_reuses_a_freed_inputs_result():
+    """q/k/v read one input tensor and share its Gram; a *new* tensor at a freed one's address (same shape, version 0
+    — what the allocator does all the time) must get its own. Keyed by address, it got the old one's Gram."""
+    import numpy as np
+
+    from tiesmerge.train.statistics import shared_gram
+
+    gram = shared_gram()
+    mask = torch.ones(12, dtype=torch.bool)
+    buf = np.random.default_rng(0).standard_normal((3, 4, 6)).astype(np.float32)
+    first = torch.from_numpy(buf)
+    rows = first.reshape(-1, 6).double()
+    assert_close(gram(first, mask), rows.T @ rows, rtol=1e-5, atol=1e-5)
+    assert gram(first, mask) is gram(first, mask)  # the same tensor: computed once (q, k, v)
+    other = first.clone()
+    assert_close(gram(other, mask), rows.T @ rows, rtol=1e-5, atol=1e-5)
+    other.mul_(2)  # changed in place: computed again
+    assert_close(gram(other, mask), 4 * rows.T @ rows, rtol=1e-5, atol=1e-5)
+    assert_close(gram(first, mask), rows.T @ rows, rtol=1e-5, atol=1e-5)
+    buf[:] = np.random.default_rng(1).standard_normal((3, 4, 6))  # the memory now holds another input...
+    second = torch.from_numpy(buf)  # ...as a new tensor: same address, shape and version 0
+    assert second.data_ptr() == first.data_ptr() and second._version == 0
+    rows = second.reshape(-1, 6).double()
+    assert_close(gram(second, mask), rows.T @ rows, rtol=1e-5, atol=1e-5)

@@ -73,6 +73,7 @@ def with_cached_statistics(spec: Recipe, flags: List[str], size: int, fmt: Promp
     paths = {a.name: a.statistics or statistics_path(a.path, prompts[a.name], fmt) for a in spec.adapters}
     missing = [a.name for a in spec.adapters if a.statistics is None
                and not (Path(paths[a.name]).is_file() and (base is None or cached_base(paths[a.name]) == base))]
+    todo = [a.name for a in spec.adapters if a.statistics is None]
     if pp and base is not None and any(a.statistics is None for a in spec.adapters):
         from tiesmerge.eval.models import load_base
 
@@ -81,14 +82,15 @@ def with_cached_statistics(spec: Recipe, flags: List[str], size: int, fmt: Promp
 
         paths.update(pp_statistics(model, tok, base, spec, prompts, fmt, spec.parameters.get(OFF_DIAGONAL),
                                    spec.parameters.lam))
-    elif missing and base is not None:
+    elif todo and base is not None:  # calibrate's cache decides what is reused (same base, dtype, quantization)
         from tiesmerge.eval.models import load_base
         from tiesmerge.train.statistics import calibrate as collect
 
-        _log(f"statistics of {', '.join(missing)} not cached: collecting them on {base}")
+        if missing:
+            _log(f"statistics of {', '.join(missing)} not cached: collecting them on {base}")
         model, tok = load_base(base, device=device)
-        todo = {a.name: a.path for a in spec.adapters if a.name in missing}
-        paths.update(collect(model, tok, base, todo, {n: prompts[n] for n in todo}, fmt, log=_log))
+        paths.update(collect(model, tok, base, {a.name: a.path for a in spec.adapters if a.name in todo},
+                             {n: prompts[n] for n in todo}, fmt, log=_log))
     elif missing or pp:
         what = ("no RegMean++ statistics given" if pp else
                 f"no statistics of adapter {missing[0]!r} for these prompts")
@@ -103,9 +105,10 @@ def pp_statistics(model, tok, base, spec: Recipe, prompts, fmt, off_diagonal: fl
     from tiesmerge.cache import adapter_digest, cache_dir, cache_key
     from tiesmerge.train.calibration import prompts_digest
     from tiesmerge.train.regmean_pp import collect_pp
+    from tiesmerge.train.statistics import collection_setup
 
     weights = {a.name: a.weight for a in spec.adapters}
-    key = cache_key("regmean-pp", 1, base, off_diagonal, lam, weights,
+    key = cache_key("regmean-pp", 2, base, collection_setup(model), off_diagonal, lam, weights,
                     [(a.name, adapter_digest(a.path), prompts_digest(prompts[a.name], fmt)) for a in spec.adapters])
     folder = cache_dir() / "statistics-pp" / key
     files = {a.name: folder / f"{a.name}.regmean_pp.safetensors" for a in spec.adapters}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import torch
@@ -108,6 +109,11 @@ def open_statistics(recipe: Recipe, readers, plan: SetPlan) -> tuple[StatisticsF
     if len(bases) > 1:
         raise BadInputError(f"the statistics were collected on different bases ({', '.join(sorted(bases))}); "
                             "run `tiesmerge calibrate` for every adapter on the one base")
+    setups = {json.dumps(f.meta.collected_with, sort_keys=True) for f in files if f.meta.collected_with}
+    if len(setups) > 1:
+        raise BadInputError("the statistics were collected with different base weights, dtypes or quantization ("
+                            + "; ".join(sorted(setups)) + "); run `tiesmerge calibrate` for every adapter with "
+                            "the same base and --dtype / --4bit")
     embeddings = [m.name for m in plan.modules if m.embedding]
     if embeddings:
         raise BadInputError(f"method {recipe.method.value} merges linear layers; {embeddings[0]} is an embedding")

@@ -32,6 +32,7 @@ class StatisticsMeta:
     form: str = FORM
     inputs: str = "specialist"  # specialist: each adapter alone (RegMean); merged: the partially merged model (++)
     merged_with: dict | None = None  # inputs "merged": the merge parameters the earlier blocks carried
+    collected_with: dict | None = None  # the base's fingerprint, dtype and quantization (None: files before 2026-12-07)
 
     def as_metadata(self) -> dict[str, str]:
         return {"format": FORMAT, "version": str(VERSION), "meta": json.dumps(self.__dict__)}

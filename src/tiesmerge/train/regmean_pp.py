@@ -25,7 +25,7 @@ from tiesmerge.merge.params import LAMBDA
 from tiesmerge.merge.statistics import StatisticsMeta
 from tiesmerge.merge.types import MethodParams
 from tiesmerge.train.calibration import Prompt, PromptFormat, prompts_digest
-from tiesmerge.train.statistics import module_name, padded_batches, shared_gram, write_statistics
+from tiesmerge.train.statistics import collection_setup, module_name, padded_batches, shared_gram, write_statistics
 
 _BLOCK = re.compile(r"\.layers\.(\d+)\.")
 
@@ -45,6 +45,7 @@ def collect_pp(model, tokenizer, base: str, adapters: Mapping[str, Path], prompt
                log: Callable[[str], None] = lambda m: None) -> dict[str, Path]:
     """RegMean++ statistics of every adapter, written to `out_dir/NAME.statistics.safetensors`."""
     names = list(adapters)
+    setup = collection_setup(model)
     readers = {n: AdapterReader(p, n) for n, p in adapters.items()}
     weights = {n: float(params.get("weights", {}).get(n, 1.0)) for n in names}
     off = float(params.get(OFF_DIAGONAL.name, OFF_DIAGONAL.default))
@@ -89,7 +90,7 @@ def collect_pp(model, tokenizer, base: str, adapters: Mapping[str, Path], prompt
         meta = StatisticsMeta(adapter_digest(adapters[n]), base, prompts_digest(prompts[n], fmt), fmt.value,
                               len(texts[n]), tokens[n], inputs="merged",
                               merged_with={"off_diagonal": off, "lambda": lam, "adapters": sorted(names),
-                                           "weights": weights})
+                                           "weights": weights}, collected_with=setup)
         out[n] = write_statistics(Path(out_dir) / f"{n}.regmean_pp.safetensors", grams[n], meta)
     return out
 

@@ -24,6 +24,48 @@ def statistics_path(adapter: Path, prompts: Sequence[Prompt], fmt: PromptFormat,
     return (root or cache_dir()) / "statistics" / f"{Path(adapter).name}-{key}.safetensors"
 
 
+def base_fingerprint(path: str | Path | None) -> str | None:
+    """What identifies a base's weights without reading them: its config and each weight file's name, size and
+    modification time (a base replaced at the same path gets another fingerprint); None when it is not a folder."""
+    import hashlib
+
+    if not path or not Path(path).is_dir():
+        return None
+    folder = Path(path)
+    h = hashlib.sha256()
+    config = folder / "config.json"
+    h.update(config.read_bytes() if config.is_file() else b"")
+    for f in sorted(folder.iterdir()):
+        if f.suffix in (".safetensors", ".bin", ".gguf", ".pt") and f.is_file():
+            st = f.stat()
+            h.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def collection_setup(model) -> dict:
+    """How the statistics were collected: the base's fingerprint, its dtype and quantization. Statistics collected
+    otherwise differ (bf16 or 4-bit inputs: ~6 % off a float32 run) and are not reused for this run."""
+    quant = getattr(model, "quantization_method", None) or (
+        "nf4" if getattr(model, "is_loaded_in_4bit", False) else None)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    return {"base_fingerprint": base_fingerprint(getattr(model, "name_or_path", None)),
+            "dtype": str(dtype).removeprefix("torch."), "quantization": str(quant) if quant else None}
+
+
+def cached_setup(path: Path) -> tuple[str | None, dict | None]:
+    """(base, collected_with) of a statistics file; (None, None) when it cannot be read."""
+    import json
+
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = json.loads((fh.metadata() or {})["meta"])
+        return meta["base"], meta.get("collected_with")
+    except Exception:  # a damaged cache entry is recomputed
+        return None, None
+
+
 def module_name(peft_name: str) -> str:
     return peft_name.removeprefix("base_model.model.")
 
@@ -41,14 +83,16 @@ def padded_batches(tokenizer, texts: Sequence[str], batch_size: int, device) -> 
 def shared_gram() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """x ↦ Σ x xᵀ over the unmasked rows (float32 products, float64 result), computed once for modules that read the
     same input tensor in a row (q/k/v, gate/up): a third fewer products per block."""
-    last: list = [None, None]
+    last: list = [None, -1, None]  # the input tensor itself (held, so its memory cannot be reused), its version, G
 
     def gram(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        key = (x.data_ptr(), tuple(x.shape), x._version)
-        if last[0] != key:
+        # identity, not the data pointer: a freed input's memory is soon another tensor's, of the same shape and
+        # version 0 — keyed by address, a later module got an earlier module's Gram (statistics that depended on the
+        # allocator's history: two identical runs in one process differed by 6.6 in a Gram entry)
+        if last[0] is not x or last[1] != x._version:
             rows = x.reshape(-1, x.shape[-1])[mask].float()
-            last[0], last[1] = key, (rows.T @ rows).double()
-        return last[1]
+            last[0], last[1], last[2] = x, x._version, (rows.T @ rows).double()
+        return last[2]
 
     return gram
 
@@ -133,11 +177,15 @@ def calibrate(model, tokenizer, base: str, adapters: Mapping[str, Path], prompts
 
     out: dict[str, Path] = {}
     todo = {}
+    setup = collection_setup(model)
     for name, path in adapters.items():
         out[name] = statistics_path(path, prompts[name], fmt, root)
-        if out[name].is_file() and cached_base(out[name]) == base:
+        if out[name].is_file() and cached_setup(out[name]) == (base, setup):
             log(f"{name}: statistics cached ({out[name]})")
         else:
+            if out[name].is_file():
+                log(f"{name}: cached statistics were collected on another base, dtype or quantization: "
+                    "collecting them again")
             todo[name] = path
     if not todo:
         return out
@@ -147,7 +195,7 @@ def calibrate(model, tokenizer, base: str, adapters: Mapping[str, Path], prompts
         texts = [p.render(tokenizer, fmt) for p in prompts[name]]
         grams, tokens = collect_grams(peft_model, tokenizer, name, texts, batch_size)
         meta = StatisticsMeta(adapter_digest(path), base, prompts_digest(prompts[name], fmt), fmt.value,
-                              len(texts), tokens)
+                              len(texts), tokens, collected_with=setup)
         write_statistics(out[name], grams, meta)
         log(f"{name}: {len(grams)} modules, {tokens} tokens from {len(texts)} prompts "
             f"({time.perf_counter() - start:.1f} s) → {out[name]}")
