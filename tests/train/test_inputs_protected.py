@@ -97,3 +97,48 @@ def test_refine_force_refuses_an_output_holding_a_calibration_or_test_file(setup
                   env=s["env"])
     assert res.exit_code == 2 and "overlaps the calibration file of 'a'" in res.stderr, res.stderr
     assert (out / "qa.jsonl").read_bytes() == s["qa"].read_bytes() and test.is_file()
+
+
+def test_statistics_of_another_dtype_or_a_replaced_base_are_not_reused(setup):
+    """The statistics cache is keyed by adapter and prompts; the file's metadata names the base's fingerprint, dtype
+    and quantization, so a bfloat16 run's statistics are not reused for float32, nor an old base's for a new one
+    at the same path; and a merge refuses a set collected differently."""
+    import json
+
+    from safetensors import safe_open
+
+    s = setup
+    base = s["tmp"] / "base"
+    shutil.copytree(s["base"], base)
+
+    def calibrate(*extra):
+        res = run_cli("calibrate", "--base", base, "--device", "cpu", *s["flags"], *extra, env=s["env"])
+        assert res.exit_code == 0, res.stderr
+        files = dict(line.split(": ", 1) for line in res.stdout.strip().splitlines())
+        with safe_open(files["a"], framework="pt") as fh:
+            return res, files, json.loads(fh.metadata()["meta"])["collected_with"]
+
+    _, files, bf16 = calibrate("--dtype", "bfloat16")
+    assert bf16["dtype"] == "bfloat16" and bf16["base_fingerprint"]
+    res, _, fp32 = calibrate("--dtype", "float32")
+    assert fp32["dtype"] == "float32" and "collecting them again" in res.stderr
+    res, _, again = calibrate("--dtype", "float32")
+    assert again == fp32 and "statistics cached" in res.stderr  # same setup: reused
+    import os
+
+    weights = base / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # replaced in place
+    res, _, replaced = calibrate("--dtype", "float32")
+    assert replaced["base_fingerprint"] != fp32["base_fingerprint"] and "collecting them again" in res.stderr
+    # a set collected two ways is refused by the merge, in one line
+    b_file = s["tmp"] / "b-bf16.safetensors"
+    calibrate_b = run_cli("calibrate", "--base", base, "--device", "cpu", "--dtype", "bfloat16", "--adapter",
+                          f"b={s['b']}", "--calibration", f"b={s['qb']}", env={"TIESMERGE_CACHE": str(s["tmp"] / "c2")})
+    assert calibrate_b.exit_code == 0, calibrate_b.stderr
+    shutil.copy(calibrate_b.stdout.strip().split(": ", 1)[1], b_file)
+    recipe = s["tmp"] / "mixed.yaml"
+    recipe.write_text(f"method: regmean\nadapters:\n  - {{name: a, path: {s['a']}, statistics: {files['a']}}}\n"
+                      f"  - {{name: b, path: {s['b']}, statistics: {b_file}}}\n")
+    res = run_cli("merge", recipe, "-o", s["tmp"] / "m")
+    assert res.exit_code == 2 and "different base weights, dtypes or quantization" in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not (s["tmp"] / "m").exists()
