@@ -142,3 +142,35 @@ def test_statistics_of_another_dtype_or_a_replaced_base_are_not_reused(setup):
     res = run_cli("merge", recipe, "-o", s["tmp"] / "m")
     assert res.exit_code == 2 and "different base weights, dtypes or quantization" in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and not (s["tmp"] / "m").exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e308", "0"])
+def test_calibrate_pp_refuses_a_lambda_that_is_not_a_finite_in_range_number(setup, value):
+    s = setup
+    res = run_cli("calibrate", "--base", s["base"], "--device", "cpu", *s["flags"], "--pp", "--lambda", value,
+                  env=s["env"])
+    assert res.exit_code == 2 and "--lambda" in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not (s["tmp"] / "cache" / "statistics-pp").exists()
+
+
+def test_calibration_and_test_file_problems_are_named_for_what_they_are(setup):
+    s = setup
+    import os
+
+    fifo = s["tmp"] / "fifo.jsonl"
+    os.mkfifo(fifo)
+    cases = {
+        ("--calibration", f"a={s['tmp']}"): "is a folder",
+        ("--calibration", f"a={fifo}"): "is not a regular file",
+        ("--calibration", "a=builtin:math:test"): "leaks the evaluation",
+        ("--test", s["tmp"] / "missing.jsonl"): "--test file",
+    }
+    adapters = ["--adapter", f"a={s['a']}", "--adapter", f"b={s['b']}", "--calibration", f"b={s['qb']}"]
+    for (flag, value), words in cases.items():
+        flags = adapters if flag == "--calibration" else s["flags"]
+        res = run_cli("calibrate", "--base", s["base"], "--device", "cpu", *flags, flag, value, env=s["env"])
+        assert res.exit_code == 2 and words in res.stderr, (flag, value, res.stderr)
+        assert len(res.stderr.strip().splitlines()) == 1
+        if flag == "--test":
+            assert "calibration file" not in res.stderr

@@ -30,7 +30,7 @@ def heldout_texts(test: Optional[Path]) -> list[str]:
         return []
     from tiesmerge.train.calibration import read_prompts
 
-    return [p.text for p in read_prompts(test)]
+    return [p.text for p in read_prompts(test, "--test file")]
 
 
 def prompt_sets(spec: Recipe, flags: List[str], size: int, test: Optional[Path]):
@@ -166,6 +166,18 @@ def calibrate(
 
         write_recipe = check_output_file(write_recipe, "--write-recipe",
                                          protected_inputs(recipe, spec, calibration, test, base))
+    if pp:  # the same checks as a recipe's parameters: finite, in range
+        from tiesmerge.merge.methods.regmean import OFF_DIAGONAL
+        from tiesmerge.merge.params import LAMBDA
+
+        for definition, value, flag in ((LAMBDA, lam, "--lambda"), (OFF_DIAGONAL, off_diagonal, "--off-diagonal")):
+            try:
+                definition.check(value)
+            except ValueError as exc:
+                raise BadInputError(f"{flag} {value}: {exc}") from None
+        if lam == 0:
+            raise BadInputError("--lambda 0: the merged ΔW would be 0 in every block; set --lambda (1 is the usual "
+                                "value)")
     if pp and load_in_4bit:
         raise BadInputError("--pp folds each merged block into the base's weights: it needs an unquantized base "
                             "(drop --4bit)")

@@ -124,17 +124,33 @@ def _builtin(spec: str) -> list[Prompt]:
     if len(parts) != 3 or parts[1] not in DOMAINS or parts[2] not in SPLITS:
         raise BadInputError(f"calibration {spec!r}: use builtin:DOMAIN:SPLIT with DOMAIN one of "
                             f"{', '.join(DOMAINS)} and SPLIT one of {', '.join(SPLITS)}")
+    if parts[2] == "test":
+        raise BadInputError(f"calibration {spec!r}: the test split is what the merge is scored on — calibrating on it "
+                            f"leaks the evaluation; use builtin:{parts[1]}:train (or :validation)")
     sets = build(domains=(parts[1],))
     return [Prompt(q.question, tuple(q.choices)) for q in sets[parts[2]][parts[1]]]
 
 
-def read_prompts(source: str | Path) -> list[Prompt]:
-    """Every prompt of one calibration source (a file or `builtin:DOMAIN:SPLIT`), in file order."""
+def read_prompts(source: str | Path, label: str = "calibration file") -> list[Prompt]:
+    """Every prompt of one calibration source (a file or `builtin:DOMAIN:SPLIT`), in file order; problems are named
+    with `label` (e.g. "--test file" for the evaluation questions calibration prompts are checked against)."""
+    if label == "calibration file":
+        return _read_prompts(source)
+    try:
+        return _read_prompts(source)
+    except BadInputError as exc:
+        raise BadInputError(str(exc).replace("calibration file", label).replace(
+            " or builtin:DOMAIN:SPLIT", "")) from None
+
+
+def _read_prompts(source: str | Path) -> list[Prompt]:
     if str(source).startswith("builtin:"):
         return _builtin(str(source))
     path = Path(source)
     if not path.is_file():
-        raise BadInputError(f"calibration file {path} not found (give a .jsonl/.json/.csv/.txt file or "
+        what = ("is a folder" if path.is_dir() else "is not a regular file (a FIFO or device)" if path.exists()
+                else "not found")
+        raise BadInputError(f"calibration file {path} {what} (give a .jsonl/.json/.csv/.txt file or "
                             "builtin:DOMAIN:SPLIT)")
     reader = READERS.get(path.suffix.lower())
     if reader is None:
