@@ -174,3 +174,16 @@ def test_calibration_and_test_file_problems_are_named_for_what_they_are(setup):
         assert len(res.stderr.strip().splitlines()) == 1
         if flag == "--test":
             assert "calibration file" not in res.stderr
+
+
+def test_refine_refuses_a_start_merged_on_another_base(setup):
+    from tests.cli.helpers import with_config
+
+    s = setup
+    start = with_config(s["a"], s["tmp"] / "start", base_model_name_or_path="someone/other-base")
+    common = ["refine", "--base", s["base"], "--device", "cpu", *s["flags"], "--start", start, "--steps", "1"]
+    res = run_cli(*common, "-o", s["tmp"] / "r", env=s["env"])
+    assert res.exit_code == 2 and "different base models" in res.stderr and "--start" in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not (s["tmp"] / "r").exists()
+    ok = run_cli(*common, "--allow-base-mismatch", "-o", s["tmp"] / "r2", env=s["env"])  # the flag it names exists
+    assert ok.exit_code == 0, ok.stderr

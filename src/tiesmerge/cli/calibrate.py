@@ -141,6 +141,8 @@ def calibrate(
                             "model (for --method regmean_pp, with this --off-diagonal and --lambda)"),
     off_diagonal: float = typer.Option(1.0, "--off-diagonal", min=0.0, max=1.0, help="--pp: RegMean's a"),
     lam: float = typer.Option(1.0, "--lambda", help="--pp: the merge's λ"),
+    allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help="accept adapters (and a --start) "
+                                             "whose configs name different base models"),
 ) -> None:
     """Collect each adapter's input statistics (RegMean's Gram matrices) on its own prompts; cached, so merges with
     `--method regmean` run without the base afterwards.
@@ -158,7 +160,8 @@ def calibrate(
     from tiesmerge.eval.models import load_base
     from tiesmerge.train.statistics import calibrate as collect
 
-    spec = from_hub(build_recipe(recipe, adapter, {}), note)
+    spec = from_hub(build_recipe(recipe, adapter, {("allow_base_mismatch",): True if allow_base_mismatch else None}),
+                    note)
     plan_set([AdapterReader(a.path, a.name) for a in spec.adapters], spec.base_model, spec.allow_base_mismatch)
     prompts = prompt_sets(spec, calibration, size, test)
     if write_recipe is not None:  # checked before any statistics are computed
@@ -241,6 +244,8 @@ def refine(
                               "bfloat16, float16"),
     load_in_4bit: bool = typer.Option(False, "--4bit", help="load the base in 4-bit NF4 (bitsandbytes): QLoRA-style, "
                                       "for 72B on one GPU"),
+    allow_base_mismatch: bool = typer.Option(False, "--allow-base-mismatch", help="accept adapters (and a --start) "
+                                             "whose configs name different base models"),
 ) -> None:
     """Refine a merged LoRA: train it to reproduce each specialist on that specialist's own unlabeled prompts.
     The output is a plain PEFT LoRA of the start's rank and targets, scale 1; refine_report.json says per adapter
@@ -262,10 +267,17 @@ def refine(
                               heldout=heldout, eval_every=eval_every, patience=patience, seed=seed)
     settings.check()
     overrides = {} if recipe is not None else {("method",): "iso_c", ("space",): "core", ("output", "rank"): "full"}
+    overrides[("allow_base_mismatch",)] = True if allow_base_mismatch else None
     spec = from_hub(build_recipe(recipe, adapter, overrides), note)
     prompts = prompt_sets(spec, calibration, size, test)
     if start is not None and not (start / "adapter_config.json").is_file():
         raise BadInputError(f"--start {start}: no adapter_config.json (give a merged adapter's folder)")
+    from tiesmerge.adapters.compat import check_base
+    from tiesmerge.adapters.reader import AdapterReader
+
+    readers = [AdapterReader(a.path, a.name) for a in spec.adapters]  # the start on the specialists' base, as merge
+    check_base(readers + ([AdapterReader(start, "--start")] if start is not None else []), spec.base_model,
+               spec.allow_base_mismatch)
     out = check_output_dir(output, force)
     refuse_overlap(out, protected_inputs(recipe, spec, calibration, test, base, start),
                    "write the refined adapter elsewhere")
