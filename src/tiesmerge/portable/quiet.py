@@ -27,3 +27,6 @@ def quiet_libraries(argv: list[str] | None = None) -> None:
     # an older peft reading an adapter_config.json written by a newer one lists the keys it does not know;
     # they are optional features this adapter does not use
     warnings.filterwarnings("ignore", message="Unexpected keyword arguments", category=UserWarning)
+    # switching a PeftModel between adapters the tool attached itself (refine's teachers, RegMean++'s specialists):
+    # nothing the user did or can change
+    warnings.filterwarnings("ignore", message=r"Adapter .* was active which is now deleted", category=UserWarning)
