@@ -15,7 +15,7 @@ def shown(message: str, category=UserWarning, argv=()) -> bool:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         quiet_libraries(list(argv))
-        warnings.warn(message, category)
+        warnings.warn(message, category, stacklevel=2)
     return bool(caught)
 
 

@@ -187,3 +187,21 @@ def test_refine_refuses_a_start_merged_on_another_base(setup):
     assert len(res.stderr.strip().splitlines()) == 1 and not (s["tmp"] / "r").exists()
     ok = run_cli(*common, "--allow-base-mismatch", "-o", s["tmp"] / "r2", env=s["env"])  # the flag it names exists
     assert ok.exit_code == 0, ok.stderr
+
+
+def test_refine_names_a_broken_start_instead_of_blaming_the_learning_rate(setup):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    s = setup
+    start = s["tmp"] / "nan-start"
+    shutil.copytree(s["a"], start)
+    weights = load_file(start / "adapter_model.safetensors")
+    key = sorted(weights)[0]
+    weights[key][0, 0] = torch.nan
+    save_file(weights, start / "adapter_model.safetensors")
+    res = run_cli("refine", "--base", s["base"], "--device", "cpu", *s["flags"], "--start", start, "--steps", "1",
+                  "-o", s["tmp"] / "r", env=s["env"])
+    assert res.exit_code == 2 and "NaN or infinite" in res.stderr and "--lr" not in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not (s["tmp"] / "r").exists()
+    assert not list(s["tmp"].glob(".r*"))  # no hidden checkpoint left beside the output

@@ -9,6 +9,7 @@ from typing import Callable, Mapping, Sequence
 
 from tiesmerge.atomic import atomic_output_dir
 from tiesmerge.cache import adapter_digest, cache_key
+from tiesmerge.errors import BadInputError
 from tiesmerge.merge.recipe import Recipe
 from tiesmerge.train import refine as R
 from tiesmerge.train.calibration import Prompt, prompts_digest
@@ -33,6 +34,19 @@ def start_merge(spec: Recipe, folder: Path, log: Callable[[str], None]) -> Path:
     return target
 
 
+def check_finite_start(start: Path) -> None:
+    """A start whose factors hold NaN or ±inf cannot be refined (every loss would be NaN): one line naming it."""
+    import torch
+    from safetensors import safe_open
+
+    for f in sorted(Path(start).glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as fh:
+            for k in fh.keys():
+                if not bool(torch.isfinite(fh.get_tensor(k)).all()):
+                    raise BadInputError(f"--start {start}: {k} holds NaN or infinite values — the start merge is "
+                                        "broken; make it again (tiesmerge merge) or refine from another merge")
+
+
 def run_refine(spec: Recipe, prompts: Mapping[str, Sequence[Prompt]], settings: R.RefineSettings, *, base: str,
                start: Path | None, output: Path, force: bool = False, restart: bool = False, device: str = "auto",
                dtype: str = "auto", load_in_4bit: bool = False, log: Callable[[str], None] = lambda m: None,
@@ -43,6 +57,7 @@ def run_refine(spec: Recipe, prompts: Mapping[str, Sequence[Prompt]], settings: 
     if restart:
         Checkpoint(ckpt_dir, "").remove()
     start_path = Path(start) if start is not None else start_merge(spec, ckpt_dir, log)
+    check_finite_start(start_path)
     adapters = {a.name: a.path for a in spec.adapters}
     key = cache_key("refine", R.REFINE_VERSION, base, dtype, load_in_4bit, settings.as_dict(), adapter_digest(start_path),
                     [(n, adapter_digest(p), prompts_digest(prompts[n], settings.prompt_format)) for n, p in adapters.items()])
