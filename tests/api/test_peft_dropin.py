@@ -110,7 +110,8 @@ def test_unsupported_or_wrong_calls_are_one_line_and_leave_the_model_alone(adapt
         (dict(combination_type="svd", svd_clamp=0.99), "svd_clamp is not supported"),
         (dict(combination_type="ties", majority_sign_method="mode"), "majority_sign_method 'mode'"),
         (dict(combination_type="ties", density=0.0), "density 0 is outside (0, 1]"),
-        (dict(combination_type="ties", method="no_such"), "method"),
+        (dict(method="no_such"), "method"),
+        (dict(combination_type="ties", method="iso_c"), "both name the method"),
     ]
     for kwargs, needle in cases:
         with pytest.raises(BadInputError, match=None) as err:
@@ -123,10 +124,37 @@ def test_unsupported_or_wrong_calls_are_one_line_and_leave_the_model_alone(adapt
     assert set(model.peft_config) == {"rs8", "plain4"}
 
 
+def test_strings_are_never_lists_and_a_failed_call_leaves_the_model_exactly_as_it_was(adapter_set, tiny_base):
+    """A str where PEFT takes a list is refused (it used to be split into one-letter adapter names, and weights "11"
+    into [1, 1]); repeated names, a None or empty adapter name are refused before PEFT is touched."""
+    model = loaded(tiny_base, {"rs8": adapter_set["rs8"], "plain4": adapter_set["plain4"]})
+    model.load_adapter(str(adapter_set["rs8"]), adapter_name="a")
+    model.load_adapter(str(adapter_set["plain4"]), adapter_name="b")
+    before = {k: repr(v) for k, v in model.peft_config.items()}
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    type_errors = [
+        (("ab", [0.5, 0.5], "m"), "list of adapter names"),
+        ((["a", "b"], "11", "m"), "list of numbers"),
+        ((["a", "b"], [0.5, float("nan")], "m"), "finite numbers"),
+        ((["a", "b"], [0.5, True], "m"), "finite numbers"),
+        ((["a", ""], [0.5, 0.5], "m"), "non-empty string"),
+        ((["a", "b"], [0.5, 0.5], None), "adapter_name must be"),
+        ((["a", "b"], [0.5, 0.5], ""), "adapter_name must be"),
+    ]
+    for args, needle in type_errors:
+        with pytest.raises(TypeError, match=needle):
+            add_merged_adapter(model, *args)
+    with pytest.raises(BadInputError, match="'a' is named twice"):
+        add_merged_adapter(model, ["a", "a"], [0.5, 0.5], "m")
+    assert {k: repr(v) for k, v in model.peft_config.items()} == before
+    after = model.state_dict()
+    assert set(after) == set(state) and all(torch.equal(after[k], state[k]) for k in state)
+    model.delete_adapter("a")  # and PEFT can still manage every adapter it holds
+
+
 def test_core_space_and_any_method_through_the_options(adapter_set, tiny_base, tmp_path):
     model = loaded(tiny_base, {"rs8": adapter_set["rs8"], "plain4": adapter_set["plain4"]})
-    add_merged_adapter(model, ["rs8", "plain4"], [1.0, 1.0], "iso", combination_type="ties", method="iso_c",
-                       space="core", rank="full")
+    add_merged_adapter(model, ["rs8", "plain4"], [1.0, 1.0], "iso", method="iso_c", space="core", rank="full")
     res = run_cli("merge", "--adapter", f"a={adapter_set['rs8']}", "--adapter", f"b={adapter_set['plain4']}",
                   "--method", "iso_c", "--space", "core", "--rank", "full", "-o", tmp_path / "cli")
     assert res.exit_code == 0, res.stderr

@@ -76,8 +76,35 @@ def read_adapter(lora_model, name: str) -> LoraFactors:
     return LoraFactors(factors, scales, base, frozenset(embedding))
 
 
+def _names(value: Any, what: str) -> list[str]:
+    """A list of adapter names; a str is one name, never a sequence of one-letter names."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"{what} must be a list of adapter names, got {type(value).__name__} {value!r}")
+    names = list(value)
+    bad = [n for n in names if not isinstance(n, str) or not n]
+    if bad:
+        raise TypeError(f"{what}: every adapter name must be a non-empty string, got {bad[0]!r}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise BadInputError(f"{what}: adapter {twice[0]!r} is named twice; name each adapter once")
+    return names
+
+
+def _weights(value: Any) -> list[float]:
+    import math
+
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"weights must be a list of numbers, got {type(value).__name__} {value!r}")
+    out = []
+    for w in value:
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(float(w)):
+            raise TypeError(f"weights must be finite numbers, got {w!r}")
+        out.append(float(w))
+    return out
+
+
 def add_merged_adapter(model, adapters: Sequence[str], weights: Sequence[float], adapter_name: str,
-                       combination_type: str = "svd", svd_rank: int | None = None, svd_clamp: float | None = None,
+                       combination_type: str | None = None, svd_rank: int | None = None, svd_clamp: float | None = None,
                        svd_full_matrices: bool = True, svd_driver: str | None = None, density: float | None = None,
                        majority_sign_method: str = "total", **tiesmerge_options: Any) -> MergedFactors:
     """PEFT's `add_weighted_adapter`, merged exactly by tiesmerge; returns the MergedFactors (report included).
@@ -95,6 +122,13 @@ def add_merged_adapter(model, adapters: Sequence[str], weights: Sequence[float],
         >>> model.set_adapter("merged")
     """
     lora_model = _lora_model(model)
+    if not isinstance(adapter_name, str) or not adapter_name.strip():
+        raise TypeError(f"adapter_name must be a non-empty string, got {adapter_name!r}")
+    adapters, weights = _names(adapters, "adapters"), _weights(weights)
+    if combination_type is not None and "method" in tiesmerge_options:
+        raise BadInputError(f"combination_type={combination_type!r} and method={tiesmerge_options['method']!r} both "
+                            "name the method; give one of them")
+    combination_type = "svd" if combination_type is None else combination_type
     if combination_type not in COMBINATIONS:
         raise BadInputError(f"combination_type {combination_type!r} is not one of {', '.join(COMBINATIONS)}")
     if svd_clamp is not None:
@@ -105,7 +139,6 @@ def add_merged_adapter(model, adapters: Sequence[str], weights: Sequence[float],
     if adapter_name in lora_model.peft_config:
         raise BadInputError(f"an adapter named {adapter_name!r} already exists in the model; choose another name "
                             "(PEFT's add_weighted_adapter silently keeps the old one)")
-    adapters, weights = list(adapters), list(weights)
     if len(adapters) != len(weights) or not adapters:
         raise BadInputError(f"{len(adapters)} adapters and {len(weights)} weights: give one weight per adapter")
     missing = [a for a in adapters if a not in lora_model.peft_config]
@@ -156,7 +189,10 @@ def _add_to_model(model, lora_model, template: str, adapter_name: str, merged: M
         _copy_factors(lora_model, adapter_name, merged)
     except BaseException:
         if adapter_name in lora_model.peft_config:  # leave the model as it was
-            lora_model.delete_adapter(adapter_name)
+            try:
+                lora_model.delete_adapter(adapter_name)
+            except Exception:  # injection failed part-way: drop what PEFT recorded of it
+                lora_model.peft_config.pop(adapter_name, None)
         raise
 
 
