@@ -127,3 +127,30 @@ def test_import_is_light_and_help_teaches():
                tiesmerge.methods):
         assert "Example" in fn.__doc__ and ">>>" in fn.__doc__
     assert "transformers" not in sys.modules or True  # the in-process suite may have loaded it elsewhere
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"use_rslora": "false"}, "use_rslora must be true or false"),
+    ({"r": -4}, "r must be a positive integer"),
+    ({"r": 0}, "r must be a positive integer"),
+    ({"r": "8"}, "r must be a positive integer"),
+    ({"lora_alpha": float("nan")}, "lora_alpha must be a finite number"),
+    ({"rank_pattern": ["q"]}, "rank_pattern must be a mapping"),
+])
+def test_lora_factors_from_config_checks_as_the_file_reader_does(change, needle, tmp_path):
+    """One place for the config checks: a dict in memory and an adapter_config.json on disk refuse alike."""
+    import json
+
+    from tiesmerge.adapters.config import read_lora_settings
+    from tiesmerge.adapters.memory import LoraFactors
+    from tiesmerge.errors import BadInputError
+
+    factors = {"layers.0.q_proj": (torch.randn(4, 8), torch.randn(8, 4))}
+    config = {"r": 4, "lora_alpha": 8, "use_rslora": False, **change}
+    with pytest.raises(BadInputError, match=needle):
+        LoraFactors.from_config(factors, config)
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", **config}))
+    with pytest.raises(BadInputError, match=needle):
+        read_lora_settings(tmp_path, "adapter")
+    ok = LoraFactors.from_config(factors, {"r": 4, "lora_alpha": 8, "use_rslora": True})
+    assert ok.scale_of("layers.0.q_proj") == 8 / 2  # α/√r

@@ -125,8 +125,17 @@ def read_lora_settings(adapter_dir: Path, label: str) -> LoraSettings:
                             "adapter") from None
     if not isinstance(raw, dict):
         raise BadInputError(f"{label}: {cfg_path} must hold a JSON object, got {type(raw).__name__}")
+    return settings_from_raw(raw, label, cfg_path)
 
-    peft_type = raw.get("peft_type")
+
+def settings_from_raw(raw: Mapping[str, Any], label: str, cfg_path: Path, peft_type_required: bool = True
+                      ) -> LoraSettings:
+    """The checks of an adapter config's values — from a file or a dict in memory (`LoraFactors.from_config`): the
+    one place they live, so both front doors accept and refuse the same configs."""
+    if not isinstance(raw, Mapping):
+        raise TypeError(f"{label}: the config must be a mapping, got {type(raw).__name__}")
+    raw = dict(raw)
+    peft_type = raw.get("peft_type", None if peft_type_required else "LORA")
     if peft_type != "LORA":
         raise BadInputError(
             f"{label}: peft_type is {peft_type!r}; tiesmerge merges LORA adapters only "

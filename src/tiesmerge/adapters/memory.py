@@ -36,12 +36,14 @@ class LoraFactors:
     @classmethod
     def from_config(cls, factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]], config: Mapping[str, Any]
                     ) -> "LoraFactors":
-        """With PEFT's rule: r / lora_alpha / use_rslora and rank_pattern / alpha_pattern from `config`."""
-        settings = LoraSettings(path=Path("<memory>"), r=int(config.get("r", 8)),
-                                lora_alpha=float(config.get("lora_alpha", 8)),
-                                use_rslora=bool(config.get("use_rslora", False)),
-                                rank_pattern=dict(config.get("rank_pattern") or {}),
-                                alpha_pattern=dict(config.get("alpha_pattern") or {}))
+        """With PEFT's rule: r / lora_alpha / use_rslora and rank_pattern / alpha_pattern from `config` (a dict, or
+        PEFT's LoraConfig), checked exactly as an adapter_config.json on disk is (`use_rslora: "false"`, `r: 0` or
+        `r: -4` are refused, not coerced)."""
+        from tiesmerge.adapters.config import settings_from_raw
+
+        if hasattr(config, "to_dict") and not isinstance(config, Mapping):
+            config = config.to_dict()
+        settings = settings_from_raw(config, "LoraFactors.from_config", Path("<config>"), peft_type_required=False)
         return cls(factors, {m: settings.scale_of(m) for m in factors}, config.get("base_model_name_or_path"),
                    task_type=config.get("task_type"))
 
