@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 if __name__ == "__main__":  # `python -m tiesmerge.cli.app`: signals answered in one line from here on
     from tiesmerge.cli.start import install_start_handlers
 
@@ -59,7 +61,48 @@ app.add_typer(examples.app, name="examples")
 def main() -> None:
     quiet_libraries()
     handle_signals()
-    app()
+    sys.exit(run(sys.argv[1:]))
+
+
+def run(argv: list[str]) -> int:
+    """The app on `argv`; a usage error (unknown option, missing or malformed value) is one `error:` line naming the
+    command's --help and exit 2, not click's multi-line box."""
+    usage, abort, other = _click_errors()
+    try:
+        code = app(args=argv, prog_name="tiesmerge", standalone_mode=False)
+    except usage as exc:
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a group given no command: its help, as click prints it
+            print(exc.format_message(), file=sys.stderr)
+            return 2
+        where = ctx.command_path if ctx is not None else "tiesmerge"
+        message = " ".join(exc.format_message().split())
+        print(f"error: {message} (see `{where} --help`)", file=sys.stderr)
+        return 2
+    except abort:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except other as exc:
+        print(f"error: {' '.join(exc.format_message().split())}", file=sys.stderr)
+        return int(getattr(exc, "exit_code", 1))
+    return code if isinstance(code, int) else 0
+
+
+def _click_errors() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """(usage errors, aborts, other click errors) of click and of the click that newer typer vendors."""
+    import importlib
+
+    usage, abort, other = [], [], []
+    for name in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        usage.append(mod.UsageError)
+        other.append(mod.ClickException)
+        if hasattr(mod, "Abort"):
+            abort.append(mod.Abort)
+    return tuple(usage), tuple(abort), tuple(other)
 
 
 if __name__ == "__main__":
