@@ -13,31 +13,72 @@ import pytest
 pytestmark = pytest.mark.core
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "tiesmerge"
-LAYER = {"portable": -1, "(top)": 0, "adapters": 1, "merge": 2, "configs": 3, "eval": 4, "train": 5, "sweep": 5, "agents": 5, "export": 5,
+# "(init)": the package's own __init__.py, which lazily imports the API and the PEFT drop-in — the top of the house,
+# so nothing may import from it (a module that did would close a circle through a lazy import).
+LAYER = {"(init)": 9, "portable": -1, "(top)": 0,
+         "adapters": 1, "merge": 2, "configs": 3, "eval": 4, "train": 5, "sweep": 5, "agents": 5, "export": 5,
          "demo": 6, "api": 6, "peft": 7, "cli": 7}
 
 
+def lazy_imports(node) -> list[str]:
+    """`import_module("tiesmerge…")` / `importlib.import_module(…)` calls with a literal name."""
+    if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
+            and isinstance(node.args[0].value, str) and node.args[0].value.startswith("tiesmerge"):
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        if name == "import_module":
+            return [node.args[0].value]
+    return []
+
+
+def package_of(module: str, names: list[str]) -> list[tuple[str, list[str]]]:
+    """The layer names a `from module import names` reaches: a subpackage, a top-level module, or the package's
+    __init__ itself (`from tiesmerge import __version__`)."""
+    parts = module.split(".")
+    if len(parts) > 1:
+        return [(parts[1] if (ROOT / parts[1]).is_dir() else "(top)", names)]
+    out = []
+    for n in names or [""]:
+        if (ROOT / n).is_dir():
+            out.append((n, []))
+        elif (ROOT / f"{n}.py").is_file():
+            out.append(("(top)", []))
+        else:
+            out.append(("(init)", [n]))
+    return out
+
+
 def imports():
-    """(importing package, imported package, imported names, file) for every tiesmerge import."""
+    """(importing package, imported package, imported names, file) for every tiesmerge import, the lazy ones
+    (`import_module("tiesmerge.api")`) included."""
     for f in ROOT.rglob("*.py"):
         rel = f.relative_to(ROOT).parts
-        pkg = rel[0] if len(rel) > 1 else "cli" if rel == ("__main__.py",) else "(top)"  # `python -m tiesmerge`
+        pkg = (rel[0] if len(rel) > 1 else "cli" if rel == ("__main__.py",)  # `python -m tiesmerge`
+               else "(init)" if rel == ("__init__.py",) else "(top)")
         for node in ast.walk(ast.parse(f.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "tiesmerge":
                 mods = [(node.module, [a.name for a in node.names])]
             elif isinstance(node, ast.Import):
-                mods = [(a.name, []) for a in node.names if a.name.split(".")[0] == "tiesmerge"]
+                mods = [(a.name, ["*"]) for a in node.names if a.name.split(".")[0] == "tiesmerge"]
             else:
-                continue
+                mods = [(m, ["*"]) for m in lazy_imports(node)]
             for module, names in mods:
-                parts = module.split(".")
-                target = parts[1] if len(parts) > 1 and (ROOT / parts[1]).is_dir() else "(top)"
-                yield pkg, target, names, f
+                for target, reached in package_of(module, [] if names == ["*"] else names):
+                    yield pkg, target, reached, f
 
 
 def test_every_package_has_a_layer():
     packages = {p.name for p in ROOT.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     assert packages <= set(LAYER), f"give {packages - set(LAYER)} a layer"
+
+
+def test_the_layering_sees_lazy_imports_and_the_package_init():
+    """The rules above read `import_module("tiesmerge.api")` as an import, and `from tiesmerge import X` of a name
+    defined in __init__.py as an import of the top of the house."""
+    edges = {(pkg, target) for pkg, target, _, f in imports() if f.name == "__init__.py" and f.parent == ROOT}
+    assert ("(init)", "api") in edges and ("(init)", "peft") in edges
+    assert package_of("tiesmerge", ["__version__"]) == [("(init)", ["__version__"])]
+    assert package_of("tiesmerge", ["atomic"]) == [("(top)", [])]
 
 
 def test_no_upward_or_sideways_imports():
@@ -91,6 +132,7 @@ def module_graph() -> dict[str, set[str]]:
                     out.add(sub if sub in names else node.module)
             elif isinstance(node, ast.Import):
                 out |= {a.name for a in node.names if a.name.startswith("tiesmerge")}
+            out |= set(lazy_imports(node))
         out.discard(me)
     return graph
 

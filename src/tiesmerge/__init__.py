@@ -11,12 +11,8 @@ drop-in for PEFT's `add_weighted_adapter`. See docs/api.md.
 import sys
 import types
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 
-try:
-    __version__ = version("tiesmerge")
-except PackageNotFoundError:  # running from a source tree without install
-    __version__ = "0.1.0+src"
+from tiesmerge.version import __version__
 
 _API = ("merge", "merge_factors", "Recipe", "load_recipe", "inspect", "validate", "export", "methods",
         "LoraFactors", "MergedFactors", "MergeResult", "Inspection", "Validation", "MethodInfo")

@@ -11,12 +11,12 @@ if __name__ == "__main__":  # `python -m tiesmerge.cli.app`: signals answered in
 
 import typer  # noqa: E402
 
-from tiesmerge import __version__  # noqa: E402
 from tiesmerge.cli import adapters, calibrate, data, demo, deploy, examples, inspect, merge, methods, sweep
 from tiesmerge.cli import eval as eval_cli
 from tiesmerge.cli import export as export_cli
 from tiesmerge.cli.common import handle_signals
 from tiesmerge.portable.quiet import quiet_libraries
+from tiesmerge.version import __version__  # noqa: E402
 
 app = typer.Typer(
     name="tiesmerge",

@@ -16,7 +16,6 @@ from typing import Callable
 
 import torch
 
-from tiesmerge import __version__
 from tiesmerge.adapters.card import model_card
 from tiesmerge.adapters.writer import StreamingSafetensorsWriter, lora_config
 from tiesmerge.atomic import atomic_output_dir, check_output_dir, ensure_free_space, refuse_overlap
@@ -24,6 +23,7 @@ from tiesmerge.errors import BadInputError
 from tiesmerge.merge.job import MergeJob, output_bytes
 from tiesmerge.merge.module import merge_module
 from tiesmerge.merge.report import ModuleReport, summarize
+from tiesmerge.version import __version__
 
 ProgressHook = Callable[[int, int, str], None]  # (done, total, module name)
 

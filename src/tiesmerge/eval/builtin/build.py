@@ -10,10 +10,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Callable, Mapping
 
-from tiesmerge import __version__
 from tiesmerge.eval.builtin import code_q, humanities_q, math_q, stem_q
 from tiesmerge.eval.builtin.common import Item
 from tiesmerge.eval.questions import LETTERS, Question, question_id
+from tiesmerge.version import __version__
 
 GENERATOR_VERSION = 1
 SPLITS = {"train": 0.7, "validation": 0.1, "test": 0.2}
