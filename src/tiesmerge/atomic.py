@@ -57,9 +57,18 @@ def user_path(path: Path | str, what: str = "path") -> Path:
                             "folder); give the full path") from None
 
 
+def _exists(path: Path) -> bool:
+    """Path.exists() that answers False, not OSError, for a name the file system cannot hold (ENAMETOOLONG)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
 def check_name_length(target: Path, flag: str = "-o") -> None:
-    """Refuse a path the file system cannot hold (ENAMETOOLONG), before any work."""
-    probe = next((p for p in (target.parent, *target.parents) if p.exists()), Path("/"))
+    """Refuse a path the file system cannot hold (ENAMETOOLONG) — any component too long, or the whole — before
+    any work."""
+    probe = next((p for p in (target.parent, *target.parents) if _exists(p)), Path("/"))
     try:
         name_max = os.pathconf(probe, "PC_NAME_MAX")
         path_max = os.pathconf(probe, "PC_PATH_MAX")
@@ -67,7 +76,8 @@ def check_name_length(target: Path, flag: str = "-o") -> None:
         name_max, path_max = 255, 4096
     long = next((part for part in target.parts if len(os.fsencode(part)) > name_max - _TMP_OVERHEAD), None)
     if long is not None:
-        raise BadInputError(f"output {str(target)[:80]}…: the name {long[:40]}… is {len(os.fsencode(long))} bytes; "
+        which = "its last name" if long == target.name else "the folder name"
+        raise BadInputError(f"output {str(target)[:80]}…: {which} {long[:40]}… is {len(os.fsencode(long))} bytes; "
                             f"the file system allows {name_max} (less {_TMP_OVERHEAD} for the temp name): choose "
                             f"a shorter {flag} path")
     if len(os.fsencode(str(target.absolute()))) > path_max - _TMP_OVERHEAD - 64:

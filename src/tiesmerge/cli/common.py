@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import signal
@@ -51,6 +52,15 @@ def guarded(fn: F) -> F:
             signum = getattr(exc, "signum", signal.SIGINT)
             raise fail(f"interrupted by {signal.Signals(signum).name}; nothing was written "
                        "(a finished output is only ever renamed into place whole)", 128 + signum) from None
+        except OSError as exc:
+            if debug_enabled(ctx):
+                raise
+            if exc.errno == errno.ENAMETOOLONG:  # a path given on the command line or in a recipe
+                where = str(exc.filename or "a path")
+                shown = where if len(where) <= 100 else f"{where[:60]}…{where[-30:]}"
+                raise fail(f"{shown}: the path (or one of its names) is longer than the file system allows; "
+                           "give a shorter path", 2) from None
+            raise fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1) from None
         except Exception as exc:  # a bug: say so, keep the traceback for --debug
             if debug_enabled(ctx):
                 raise
