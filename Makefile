@@ -109,13 +109,15 @@ bench: setup
 	@# llama.cpp itself on the GGUF LoRA export (skipped unless `pip install 'tiesmerge[llama]'`, a source build)
 	$(PY) -m pytest -q -s -m slow tests/export/test_llama_cpp.py | grep -E "adapter effect|passed|skipped|failed"
 
-# Merge quality (docs/quality.md), two suites, every method chosen on validation, scored on test with paired
-# intervals: 8 specialists on their own fictional facts; the demo's 4 specialists on 500 held-out questions per domain.
-# Each suite also gets the calibrated rows (quality_calibrated.py: RegMean full/core, refine from Iso-C and TIES core,
-# the prompts and steps curves; ~35 min more for the knowledge suite). Cached under $$TIESMERGE_CACHE: ~100 + ~60 min
-# the first time here, seconds after.
+# Merge quality (docs/quality.md), three suites, every method chosen on validation, scored on test with paired
+# intervals and per-domain gain-kept intervals: skills (4 specialists, 4 computed skills, 1000 test questions each —
+# the decisive, mission-shaped one), knowledge (8 specialists on their own fictional facts), domain (the demo's 4
+# specialists, 500 held-out questions each; low resolution). Every suite: the data-free methods, RegMean (full, core),
+# RegMean++, refine from Iso-C and TIES core, the multi-task LoRA (rank r and Σr) and routing ceilings; the headline
+# rows retrained with 3 seeds (quality_seeds.py). Cached under $$TIESMERGE_CACHE: hours the first time here (each
+# suite's page says its parts' wall time), seconds after. Timestamped progress on stderr.
 bench-quality: setup
-	$(PY) benchmarks/bench_quality.py --out build/bench/quality --docs docs
+	$(PY) benchmarks/bench_quality.py --seeds 3 --no-curves --out build/bench/quality --docs docs
 
 # Answer / question latency on the embedded base with the demo's TIES merge (runs the demo first; cached after once).
 # On a GPU box with bitsandbytes: $(PY) benchmarks/agents_latency.py --random-72b (see docs/agents.md).
