@@ -205,3 +205,25 @@ def test_refine_names_a_broken_start_instead_of_blaming_the_learning_rate(setup)
     assert res.exit_code == 2 and "NaN or infinite" in res.stderr and "--lr" not in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and not (s["tmp"] / "r").exists()
     assert not list(s["tmp"].glob(".r*"))  # no hidden checkpoint left beside the output
+
+
+def test_a_prompt_longer_than_the_limit_keeps_its_end_with_a_note(setup):
+    """A 100 000-character calibration prompt is not fed whole: it keeps its last MAX_PROMPT_TOKENS tokens (the part
+    the continuation follows), and calibrate says so."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from tiesmerge.train.calibration import MAX_PROMPT_TOKENS, encode_prompt
+
+    s = setup
+    tok = AutoTokenizer.from_pretrained(s["base"])
+    text = "word " * 20000 + "the end"
+    ids = encode_prompt(tok, text)
+    assert len(ids) == MAX_PROMPT_TOKENS and ids == tok(text, add_special_tokens=False)["input_ids"][-MAX_PROMPT_TOKENS:]
+    long_file = s["tmp"] / "long.jsonl"
+    long_file.write_text(json.dumps({"question": "x " * 50000 + "what?"}) + "\n" + s["qa"].read_text())
+    res = run_cli("calibrate", "--base", s["base"], "--device", "cpu", "--adapter", f"a={s['a']}",
+                  "--calibration", f"a={long_file}", env=s["env"])
+    assert res.exit_code == 0, res.stderr
+    assert f"keeps its last {MAX_PROMPT_TOKENS}" in res.stderr

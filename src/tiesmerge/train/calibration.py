@@ -221,3 +221,22 @@ def prompts_digest(prompts: Sequence[Prompt], fmt: PromptFormat) -> str:
         h.update(json.dumps([p.text, list(p.choices), p.is_question]).encode())
     return h.hexdigest()[:16]
 
+
+MAX_PROMPT_TOKENS = 1024  # a calibration prompt longer than this keeps its last 1024 tokens (with a note)
+
+
+def encode_prompt(tokenizer, text: str, limit: int = MAX_PROMPT_TOKENS) -> list[int]:
+    """A prompt's token ids, at most `limit` of them: a longer prompt (a 100 000-character paste) keeps its end —
+    the part the continuation follows — so statistics and refine see a prompt the model's context holds."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ids[-limit:] if len(ids) > limit else ids
+
+
+def truncation_note(tokenizer, name: str, texts: Sequence[str], limit: int = MAX_PROMPT_TOKENS) -> str | None:
+    """The note for the prompts `encode_prompt` will truncate (None when none is longer than `limit` tokens)."""
+    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts if len(t) > limit]
+    long = [n for n in lengths if n > limit]
+    if not long:
+        return None
+    return (f"note: {len(long)} prompt(s) of {name!r} are longer than {limit} tokens (up to {max(long)}); each keeps "
+            f"its last {limit}")

@@ -26,7 +26,7 @@ import torch
 from tiesmerge.choices import Choice
 from tiesmerge.errors import BadInputError
 from tiesmerge.eval.scoring import logits_at
-from tiesmerge.train.calibration import Prompt, PromptFormat
+from tiesmerge.train.calibration import Prompt, PromptFormat, encode_prompt, truncation_note
 from tiesmerge.train.checkpoint import Checkpoint
 from tiesmerge.train.trainer import _batch
 
@@ -90,7 +90,7 @@ def teacher_continuations(peft_model, tokenizer, name: str, texts: Sequence[str]
     device = next(peft_model.parameters()).device
     out: list[Example] = []
     for i in range(0, len(texts), batch_size):
-        rows = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[i: i + batch_size]]
+        rows = [encode_prompt(tokenizer, t) for t in texts[i: i + batch_size]]
         if any(not r for r in rows):
             raise BadInputError("a calibration prompt encodes to no tokens")
         width = max(len(r) for r in rows)
@@ -234,6 +234,8 @@ def prepare(model, tokenizer, start: Path, specialists: Mapping[str, Path], prom
     examples, train, heldout = {}, {}, {}
     for name in specialists:
         texts = [p.render(tokenizer, settings.prompt_format) for p in prompts[name]]
+        if (note := truncation_note(tokenizer, name, texts)) is not None:
+            log(note)
         t0 = time.perf_counter()
         examples[name] = teacher_continuations(peft_model, tokenizer, name, texts, settings.tokens)
         train[name], heldout[name] = split_heldout(len(texts), settings.heldout, settings.seed, name)

@@ -24,7 +24,7 @@ from tiesmerge.merge.methods.regmean import OFF_DIAGONAL, regmean_factors
 from tiesmerge.merge.params import LAMBDA
 from tiesmerge.merge.statistics import StatisticsMeta
 from tiesmerge.merge.types import MethodParams
-from tiesmerge.train.calibration import Prompt, PromptFormat, prompts_digest
+from tiesmerge.train.calibration import Prompt, PromptFormat, prompts_digest, truncation_note
 from tiesmerge.train.statistics import collection_setup, module_name, padded_batches, shared_gram, write_statistics
 
 _BLOCK = re.compile(r"\.layers\.(\d+)\.")
@@ -59,6 +59,9 @@ def collect_pp(model, tokenizer, base: str, adapters: Mapping[str, Path], prompt
     layer_modules = {int(k.group(1)): mod for name, mod in model.named_modules()
                      if (k := re.search(r"\.layers\.(\d+)$", "." + module_name(name)))}
     texts = {n: [p.render(tokenizer, fmt) for p in prompts[n]] for n in names}
+    for n in names:
+        if (note := truncation_note(tokenizer, n, texts[n])) is not None:
+            log(note)
     grams: dict[str, dict[str, torch.Tensor]] = {n: {} for n in names}
     tokens = {n: 0 for n in names}
     saved = {m: linears[m].weight.detach().clone() for m in targets}

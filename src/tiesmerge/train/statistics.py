@@ -13,7 +13,7 @@ import torch
 
 from tiesmerge.cache import adapter_digest, cache_dir, cache_key
 from tiesmerge.merge.statistics import StatisticsMeta
-from tiesmerge.train.calibration import Prompt, PromptFormat, prompts_digest
+from tiesmerge.train.calibration import Prompt, PromptFormat, encode_prompt, prompts_digest, truncation_note
 
 STATS_VERSION = 1
 
@@ -74,7 +74,7 @@ def padded_batches(tokenizer, texts: Sequence[str], batch_size: int, device) -> 
     """(input ids, attention mask) of each batch of prompts, right-padded (the mask marks the real tokens)."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     for i in range(0, len(texts), batch_size):
-        rows = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[i: i + batch_size]]
+        rows = [encode_prompt(tokenizer, t) for t in texts[i: i + batch_size]]
         width = max(len(r) for r in rows)
         yield (torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device),
                torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device))
@@ -193,6 +193,8 @@ def calibrate(model, tokenizer, base: str, adapters: Mapping[str, Path], prompts
     for name, path in todo.items():
         start = time.perf_counter()
         texts = [p.render(tokenizer, fmt) for p in prompts[name]]
+        if (note := truncation_note(tokenizer, name, texts)) is not None:
+            log(note)
         grams, tokens = collect_grams(peft_model, tokenizer, name, texts, batch_size)
         meta = StatisticsMeta(adapter_digest(path), base, prompts_digest(prompts[name], fmt), fmt.value,
                               len(texts), tokens, collected_with=setup)
