@@ -227,3 +227,25 @@ def test_a_prompt_longer_than_the_limit_keeps_its_end_with_a_note(setup):
                   "--calibration", f"a={long_file}", env=s["env"])
     assert res.exit_code == 0, res.stderr
     assert f"keeps its last {MAX_PROMPT_TOKENS}" in res.stderr
+
+
+def test_a_signal_during_refine_start_up_leaves_no_hidden_checkpoint(setup, monkeypatch):
+    """SIGTERM while the start merge is made or the teachers run (before any checkpoint): one line, 128 + 15, and
+    no `.OUT.refine-checkpoint/` left beside the output (it held only the start merge; nothing to resume)."""
+    import signal
+
+    from tiesmerge.cli.common import Interrupted
+    from tiesmerge.train import refine
+
+    def interrupted(*args, **kwargs):
+        assert (s["tmp"] / ".r.refine-checkpoint" / "start" / "adapter_config.json").is_file()  # the start was made
+        raise Interrupted(signal.SIGTERM)
+
+    s = setup
+    monkeypatch.setattr(refine, "prepare", interrupted)
+    res = run_cli("refine", "--base", s["base"], "--device", "cpu", *s["flags"], "--steps", "1", "-o", s["tmp"] / "r",
+                  env=s["env"])
+    assert res.exit_code == 128 + signal.SIGTERM, res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "SIGTERM" in errors[0] and res.stderr.strip().splitlines()[-1] == errors[0]
+    assert not (s["tmp"] / ".r.refine-checkpoint").exists() and not (s["tmp"] / "r").exists()

@@ -51,11 +51,32 @@ def run_refine(spec: Recipe, prompts: Mapping[str, Sequence[Prompt]], settings: 
                start: Path | None, output: Path, force: bool = False, restart: bool = False, device: str = "auto",
                dtype: str = "auto", load_in_4bit: bool = False, log: Callable[[str], None] = lambda m: None,
                progress: Callable[[int, int, str], None] | None = None, command: str | None = None) -> dict:
-    from tiesmerge.eval.models import load_base
-
     ckpt_dir = checkpoint_dir(Path(output))
     if restart:
         Checkpoint(ckpt_dir, "").remove()
+    fresh = not ckpt_dir.exists()
+    try:
+        start_path, report, run, key = _train(spec, prompts, settings, base, start, ckpt_dir, device, dtype, load_in_4bit,
+                                              log, progress, command)
+    except BaseException:
+        # interrupted or failed before any checkpoint was saved (start-up: the start merge, loading, the teachers):
+        # nothing to resume, so nothing is left beside the output
+        if fresh and not (ckpt_dir / "checkpoint.json").is_file():
+            import shutil
+
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+        raise
+    with atomic_output_dir(Path(output), force) as tmp:
+        R.write_adapter(run, start_path, tmp, report)
+    Checkpoint(ckpt_dir, key).remove()
+    lines = R.describe({"start": report["start_agreement"], "final": report["final"]})
+    return {"report": report, "lines": lines}
+
+
+def _train(spec, prompts, settings, base, start, ckpt_dir, device, dtype, load_in_4bit, log, progress, command):
+    """The start merge, the base and teachers, the training: (start, report, run, checkpoint key)."""
+    from tiesmerge.eval.models import load_base
+
     start_path = Path(start) if start is not None else start_merge(spec, ckpt_dir, log)
     check_finite_start(start_path)
     adapters = {a.name: a.path for a in spec.adapters}
@@ -74,11 +95,7 @@ def run_refine(spec: Recipe, prompts: Mapping[str, Sequence[Prompt]], settings: 
     report.update(settings=settings.as_dict(), base=base, start=str(start_path), command=command,
                   adapters={n: str(p) for n, p in adapters.items()},
                   prompts={n: len(prompts[n]) for n in adapters}, refine_version=R.REFINE_VERSION)
-    with atomic_output_dir(Path(output), force) as tmp:
-        R.write_adapter(run, start_path, tmp, report)
-    Checkpoint(ckpt_dir, key).remove()
-    lines = R.describe({"start": report["start_agreement"], "final": report["final"]})
-    return {"report": report, "lines": lines}
+    return start_path, report, run, key
 
 
 def _plain_progress(log: Callable[[str], None]) -> Callable[[int, int, str], None]:
