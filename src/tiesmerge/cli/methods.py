@@ -14,7 +14,8 @@ from tiesmerge.merge.registry import REGISTRY, known_parameters
 def methods(ctx: typer.Context) -> None:
     """List the merge methods, how they run, and their parameters."""
     table = Table(title="merge methods (recipe `method:`)", title_justify="left")
-    for col in ("method", "what it does", "parameters", "runs", "reference"):
+    table.add_column("method", no_wrap=True)  # a name is never broken or cut: the other columns give way
+    for col in ("what it does", "parameters", "runs", "reference"):
         table.add_column(col, overflow="fold")
     for spec in REGISTRY.values():
         table.add_row(spec.method.value, spec.summary, ", ".join(p.name for p in spec.parameters), spec.runs,

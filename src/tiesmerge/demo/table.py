@@ -112,8 +112,9 @@ def rich_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]])
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    for i, col in enumerate(header):
-        table.add_column(col, justify="left" if i == 0 else "right")
+    for i, col in enumerate(header):  # names wrap (two rows never read alike at 80 columns); numbers stay whole
+        table.add_column(col, justify="left" if i == 0 else "right", overflow="fold", no_wrap=False, ratio=2 if i == 0
+                         else None)
     for r in rows:
         table.add_row(*r)
     return table
