@@ -154,3 +154,21 @@ def test_lora_factors_from_config_checks_as_the_file_reader_does(change, needle,
         read_lora_settings(tmp_path, "adapter")
     ok = LoraFactors.from_config(factors, {"r": 4, "lora_alpha": 8, "use_rslora": True})
     assert ok.scale_of("layers.0.q_proj") == 8 / 2  # α/√r
+
+
+def test_merge_factors_refuses_meta_tensors_empty_or_repeated_names_and_string_weights():
+    from tiesmerge.errors import BadInputError
+
+    a, b = torch.randn(4, 16), torch.randn(16, 4)
+
+    def lf(x, y):
+        return tiesmerge.LoraFactors({"layers.0.q_proj": (x, y)}, 1.0)
+
+    with pytest.raises(BadInputError, match="meta tensors"):
+        tiesmerge.merge_factors({"x": lf(a.to("meta"), b.to("meta")), "y": lf(a, b)})
+    with pytest.raises(BadInputError, match="non-empty name"):
+        tiesmerge.merge_factors({"": lf(a, b), "y": lf(a, b)})
+    with pytest.raises(TypeError, match="the string '11'"):
+        tiesmerge.merge_factors({"x": lf(a, b), "y": lf(a, b)}, weights="11")
+    with pytest.raises(BadInputError, match="two adapters are named 'm'"):
+        tiesmerge.merge(adapters=["/tmp/one/m", "/tmp/two/m"], output=None)

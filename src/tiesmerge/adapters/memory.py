@@ -84,6 +84,9 @@ class MemoryAdapter:
                                 "(A [r, in], B [out, r])")
         if not a.is_floating_point() or not b.is_floating_point():
             raise BadInputError(f"{label}: A and B must be floating point")
+        if a.is_meta or b.is_meta:
+            raise BadInputError(f"{label}: A and B are meta tensors (shapes without data — a model built with "
+                                "init_empty_weights or device_map='meta'); load the weights before merging")
         scale = adapter.scale_of(module)
         if not math.isfinite(scale):
             raise BadInputError(f"{label}: its scale {scale} is not finite")

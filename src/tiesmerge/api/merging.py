@@ -75,6 +75,16 @@ def _adapter_entries(adapters: Any, weights: Any) -> list[dict[str, Any]]:
         raise BadInputError("adapters must be a mapping name → path or a list of paths")
     else:
         items = [(Path(str(p)).name, p) for p in adapters]
+    bad = [n for n, _ in items if not isinstance(n, str) or not n.strip()]
+    if bad:
+        raise BadInputError(f"adapter name {bad[0]!r}: every adapter needs a non-empty name")
+    names = [n for n, _ in items]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise BadInputError(f"two adapters are named {twice[0]!r} (a list of paths is named by each folder's name); "
+                            "give adapters={'name': path, …} with distinct names")
+    if isinstance(weights, (str, bytes)):
+        raise TypeError(f"weights must be a list of numbers (or a mapping name → number), got the string {weights!r}")
     if isinstance(weights, Mapping):
         unknown = sorted(set(weights) - {n for n, _ in items})
         if unknown:
