@@ -44,6 +44,11 @@ def markdown(report: dict) -> str:
     for s in domains:
         cells = [(f"**{pct(report['matrix'][s][d])}**" if d == s else pct(report["matrix"][s][d])) for d in domains]
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    gains = {sp: {d: report["matrix"][sp][d] - report["base"][d] for d in domains} for sp in domains}
+    lines += ["", "Gain over the base, points: own domain / largest on another domain (the suite needs a large first "
+              "number and a small second) — " + "; ".join(
+                  f"{sp} +{100 * gains[sp][sp]:.1f} / {100 * max(v for d, v in gains[sp].items() if d != sp):+.1f}"
+                  for sp in domains) + "."]
     lines += [
         "",
         "### Merges (test split; settings chosen on validation at each output rank"
