@@ -153,4 +153,4 @@ def test_an_adapter_that_does_not_fit_the_base_is_one_line(steer_base, specialis
     assert [ln for ln in res.stderr.splitlines() if "error" in ln.lower()] == [res.stderr.strip().splitlines()[-1]]
     assert "size mismatch" in res.stderr and not (tmp_path / "out").exists()
     inside = run_cli(*refine_args(steer_base, specialists, start, qa, qb, specialists["a"] / "refined"))
-    assert inside.exit_code == 2 and "overlaps the input adapter" in inside.stderr
+    assert inside.exit_code == 2 and "overlaps input adapter" in inside.stderr

@@ -48,7 +48,7 @@ def protected_inputs(recipe: Optional[Path], spec: Recipe, flags: List[str], tes
     out: dict[str, Optional[Path]] = {"the recipe": recipe, "the --test file": test, "the start merge": start}
     out |= {"the base model": Path(base) if base and Path(base).exists() else None}
     for a in spec.adapters:
-        out[f"the input adapter {a.name!r}"] = a.path
+        out[f"input adapter {a.name!r}"] = a.path
         out[f"the statistics of {a.name!r}"] = a.statistics
         if a.calibration and not str(a.calibration).startswith("builtin:"):
             out[f"the calibration file of {a.name!r}"] = Path(a.calibration)

@@ -205,9 +205,10 @@ def merge(
             out.print(line, soft_wrap=True)
         out.print(f"device: {dev}; dry run: nothing written", soft_wrap=True)
         return
-    from tiesmerge.atomic import refuse_overlap
+    from tiesmerge.atomic import check_output_dir, refuse_overlap
     from tiesmerge.cli.calibrate import protected_inputs
 
+    check_output_dir(output, force)  # the folder's own checks first (the current folder, a file, permissions)
     refuse_overlap(output, protected_inputs(recipe, spec, calibration, None, base),
                    "write the merge to a separate directory")
     with module_progress(len(job.plan.modules)) as hook:
