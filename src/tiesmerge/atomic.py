@@ -223,18 +223,29 @@ def check_output_file(target: Path | str, flag: str, inputs: dict[str, Path | st
 
 def write_file(path: Path | str, data: str | bytes) -> Path:
     """Write a file atomically: a temp file beside it, then a rename; nothing is left on any failure."""
-    path = Path(path)
     raw = data.encode() if isinstance(data, str) else data
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(raw)
+
+    return replace_file(path, write)
+
+
+def replace_file(path: Path | str, write: Callable[[Path], None]) -> Path:
+    """`write(tmp)` fills a temp file beside `path`, which then replaces `path` in one rename; a disk fault is one
+    line (BadInputError) and the temp file never stays."""
+    path = Path(path)
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:64]}.tmp-", dir=path.parent if str(path.parent) else ".")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name[:64]}.tmp-", dir=path.parent if str(path.parent) else ".")
+        os.close(fd)
+        tmp = Path(name)
+        write(tmp)
         os.replace(tmp, path)
         tmp = None
     except OSError as exc:
         raise (disk_error(exc, path) or exc) from None
     finally:
         if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
     return path

@@ -147,26 +147,15 @@ def cached_base(path: Path) -> str | None:
 
 def write_statistics(path: Path, grams: Mapping[str, torch.Tensor], meta: StatisticsMeta) -> Path:
     """Write atomically (temp file beside it, then rename)."""
-    import os
-    import tempfile
-
     from safetensors.torch import save_file
 
-    from tiesmerge.atomic import disk_error
+    from tiesmerge.atomic import disk_error, replace_file
 
-    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(fd)
-        save_file(dict(grams), tmp, metadata=meta.as_metadata())
-        os.replace(tmp, path)
     except OSError as exc:
         raise (disk_error(exc, path) or exc) from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-    return path
+    return replace_file(path, lambda tmp: save_file(dict(grams), str(tmp), metadata=meta.as_metadata()))
 
 
 def calibrate(model, tokenizer, base: str, adapters: Mapping[str, Path], prompts: Mapping[str, Sequence[Prompt]],
