@@ -74,12 +74,11 @@ def with_cached_statistics(spec: Recipe, flags: List[str], size: int, fmt: Promp
     missing = [a.name for a in spec.adapters if a.statistics is None
                and not (Path(paths[a.name]).is_file() and (base is None or cached_base(paths[a.name]) == base))]
     todo = [a.name for a in spec.adapters if a.statistics is None]
-    if pp and base is not None and any(a.statistics is None for a in spec.adapters):
+    if pp and todo and base is not None:
         from tiesmerge.eval.models import load_base
-
-        model, tok = load_base(base, device=device)
         from tiesmerge.merge.methods.regmean import OFF_DIAGONAL
 
+        model, tok = load_base(base, device=device)
         paths.update(pp_statistics(model, tok, base, spec, prompts, fmt, spec.parameters.get(OFF_DIAGONAL),
                                    spec.parameters.lam))
     elif todo and base is not None:  # calibrate's cache decides what is reused (same base, dtype, quantization)
