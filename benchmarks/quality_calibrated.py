@@ -10,8 +10,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tiesmerge.cache import adapter_digest, cache_key, cached_dir
+from tiesmerge.calibration.prompts import Prompt, PromptFormat, budget, prompts_digest
 from tiesmerge.merge.recipe import Recipe
-from tiesmerge.train.calibration import Prompt, PromptFormat, budget, prompts_digest
 from tiesmerge.train.refine import RefineSettings
 
 FMT = PromptFormat.cloze  # both suites score cloze
@@ -50,8 +50,8 @@ def train_prompts(data, domains, size: int) -> dict[str, list[Prompt]]:
 
 
 def statistics(specs: dict[str, Path], prompts, base: str, log) -> tuple[dict[str, Path], float]:
+    from tiesmerge.calibration.statistics import cached_base, calibrate, statistics_path
     from tiesmerge.eval.models import load_base
-    from tiesmerge.train.statistics import cached_base, calibrate, statistics_path
 
     start = time.perf_counter()
     if all(statistics_path(p, prompts[d], FMT).is_file() and cached_base(statistics_path(p, prompts[d], FMT)) == base
@@ -68,8 +68,8 @@ def statistics(specs: dict[str, Path], prompts, base: str, log) -> tuple[dict[st
 def pp_statistics(specs: dict[str, Path], prompts, base: str, off: float, log) -> tuple[dict[str, Path], float]:
     """RegMean++ statistics (block by block from the partially merged model, a = off, λ 1, weights 1), cached."""
     from tiesmerge.cache import cache_dir
+    from tiesmerge.calibration.regmean_pp import collect_pp
     from tiesmerge.eval.models import load_base
-    from tiesmerge.train.regmean_pp import collect_pp
 
     key = cache_key("quality-regmean-pp", 1, base, off, [(d, adapter_digest(p), prompts_digest(prompts[d], FMT))
                                                           for d, p in specs.items()])

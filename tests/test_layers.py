@@ -1,5 +1,6 @@
 """The portable layer (copied into deployments) imports nothing of tiesmerge.
-Data flows one way: adapters → merge → configs → eval → train / sweep / agents → demo → cli. Each package
+Data flows one way: adapters → merge → configs → eval → calibration / export → train / sweep / agents → demo →
+api (the one front door) → peft (the drop-in) / cli (flags → api → print). Each package
 imports only packages on a lower layer (and the neutral top-level modules), never another package's private
 names. Read from the source with ast, so a new upward import fails here."""
 
@@ -15,9 +16,9 @@ pytestmark = pytest.mark.core
 ROOT = Path(__file__).resolve().parents[1] / "src" / "tiesmerge"
 # "(init)": the package's own __init__.py, which lazily imports the API and the PEFT drop-in — the top of the house,
 # so nothing may import from it (a module that did would close a circle through a lazy import).
-LAYER = {"(init)": 9, "portable": -1, "(top)": 0,
-         "adapters": 1, "merge": 2, "configs": 3, "eval": 4, "train": 5, "sweep": 5, "agents": 5, "export": 5,
-         "demo": 6, "api": 6, "peft": 7, "cli": 7}
+LAYER = {"(init)": 11, "portable": -1, "(top)": 0,
+         "adapters": 1, "merge": 2, "configs": 3, "eval": 4, "calibration": 5, "export": 5, "train": 6, "sweep": 6,
+         "agents": 6, "demo": 7, "api": 8, "peft": 9, "cli": 10}
 
 
 def lazy_imports(node) -> list[str]:
@@ -159,3 +160,37 @@ def test_no_import_cycles_between_modules():
     cycles = [c for c in cycles if not any(c.startswith(p) and c.count(p) == len(c.split(" → "))
                                            for p in ("tiesmerge.portable",))]
     assert cycles == []
+
+
+# what a CLI command may import: the API (every job goes through it), the CLI's own helpers, the neutral top-level
+# modules (errors, devices, progress, version …) and the portable layer's warning filter
+CLI_MAY_IMPORT = {"api", "cli", "(top)", "portable"}
+
+
+def test_every_cli_command_goes_through_the_api():
+    """A command reads its flags, calls tiesmerge.api, prints: no command reaches merge/, train/, eval/, … itself
+    (so the API and the CLI check the same inputs in the same place)."""
+    bad = sorted({f"{f.relative_to(ROOT)} imports {target}" for pkg, target, _, f in imports()
+                  if pkg == "cli" and target not in CLI_MAY_IMPORT})
+    assert bad == []
+    commands = [f for f in (ROOT / "cli").glob("*.py")
+                if "@guarded" in f.read_text() and f.name not in ("common.py",)]
+    assert len(commands) >= 12
+    for f in commands:
+        assert "api." in f.read_text(), f"{f.name}: a command that does not call tiesmerge.api"
+
+
+def test_the_cli_rule_catches_a_direct_import(tmp_path, monkeypatch):
+    """The rule above, shown failing on a command that imports the merge driver itself."""
+    import shutil
+    import sys
+
+    fake = tmp_path / "tiesmerge"
+    shutil.copytree(ROOT / "cli", fake / "cli")
+    for package in ("merge", "api"):
+        (fake / package).mkdir()
+        (fake / package / "__init__.py").write_text("")
+    (fake / "cli" / "sneaky.py").write_text("def run():\n    from tiesmerge.merge import driver\n    return driver\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", fake)
+    bad = {target for pkg, target, _, f in imports() if pkg == "cli" and target not in CLI_MAY_IMPORT}
+    assert bad == {"merge"}

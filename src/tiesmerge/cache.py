@@ -6,13 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 from pydantic import BaseModel
 
-from tiesmerge.atomic import atomic_output_dir
+from tiesmerge.atomic import atomic_output_dir, write_file
 
 
 def cache_dir() -> Path:
@@ -69,15 +68,7 @@ def write_json(kind: str, name: str, key: str, data: Any, root: Path | None = No
     folder = (root or artifact_root()) / kind
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}-{key}.json"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_file(path, json.dumps(data))
 
 
 def adapter_digest(path: Path) -> str:

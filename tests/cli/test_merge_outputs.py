@@ -68,7 +68,7 @@ def test_method_flag_drops_parameters_the_new_method_does_not_read(adapter_set, 
         "adapters": [{"name": "a", "path": str(adapter_set["rs8"]), "density": 0.5}], "output": {"rank": "full"}}))
     res = run_cli("merge", recipe, "--method", "task_arithmetic", "-o", tmp_path / "m")
     assert res.exit_code == 0, res.stderr
-    assert "note: --method task_arithmetic does not read the recipe's density, sign, adapters.a.density" in res.stderr
+    assert "note: method task_arithmetic does not read the recipe's density, sign, adapters.a.density" in res.stderr
     report = json.loads((tmp_path / "m" / "merge_report.json").read_text())
     assert report["recipe"]["parameters"]["lambda"] == 0.9 and "density" not in report["recipe"]["parameters"]
 

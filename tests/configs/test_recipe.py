@@ -8,7 +8,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from tiesmerge.cli.recipe_flags import build_recipe, parse_adapter_flag
+from tiesmerge.api.recipes import build_recipe, parse_adapter_flag
+from tiesmerge.cli.recipe_flags import adapters_from_flags
 from tiesmerge.configs import load_recipe, preset_path, recipe_from_dict
 from tiesmerge.errors import BadInputError
 from tiesmerge.merge.types import Method, SignRule
@@ -65,12 +66,14 @@ def test_parse_adapter_flag(spec, want):
 
 def test_flags_override_recipe_and_replace_trim(tmp_path):
     path = _recipe(tmp_path, {"parameters": {"trim": 0.2}, "adapters": [{"path": "a"}], "output": {"rank": 8}})
-    r = build_recipe(path, [], {("parameters", "density"): 0.3, ("output", "rank"): "full", ("method",): None})
-    assert r.parameters.density == 0.3 and r.output.rank == "full"
+    r = build_recipe(path, density=0.3, rank="full", method=None)
+    assert r.parameters.density == 0.3 and r.parameters.given().get("trim") is None and r.output.rank == "full"
     with pytest.raises(BadInputError, match="not both"):
-        build_recipe(path, ["x=/y"], {})
+        build_recipe(path, adapters=adapters_from_flags(path, ["x=/y"]))
     with pytest.raises(BadInputError, match="give a recipe"):
-        build_recipe(None, [], {})
+        adapters_from_flags(None, [])
+    with pytest.raises(BadInputError, match="no adapters"):
+        build_recipe(None)
 
 
 def test_della_epsilon_range_checked():

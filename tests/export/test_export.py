@@ -113,7 +113,7 @@ def test_merge_with_export_writes_both(adapter_set, tiny_base, tmp_path):
     res = run_cli("merge", "--adapter", f"a={adapter_set['rs8']}", "--adapter", f"b={adapter_set['plain4']}",
                   "--rank", "auto", "--max-rank", "12", "-o", out, "--export", "vllm")
     assert res.exit_code == 0, res.stderr
-    assert "exported for vLLM" in res.output and (tmp_path / "merged-vllm" / "adapter_config.json").is_file()
+    assert "merged-vllm: " in res.output and (tmp_path / "merged-vllm" / "adapter_config.json").is_file()
     want = peft_deltas(tiny_base, out)
     got = vllm_deltas(tmp_path / "merged-vllm")
     assert all(torch.allclose(got[k], want[k].double(), atol=1e-5) for k in want)

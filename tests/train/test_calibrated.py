@@ -137,7 +137,7 @@ def test_the_shared_gram_never_reuses_a_freed_inputs_result():
     — what the allocator does all the time) must get its own. Keyed by address, it got the old one's Gram."""
     import numpy as np
 
-    from tiesmerge.train.statistics import shared_gram
+    from tiesmerge.calibration.statistics import shared_gram
 
     gram = shared_gram()
     mask = torch.ones(12, dtype=torch.bool)

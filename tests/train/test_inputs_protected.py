@@ -214,7 +214,7 @@ def test_a_prompt_longer_than_the_limit_keeps_its_end_with_a_note(setup):
 
     from transformers import AutoTokenizer
 
-    from tiesmerge.train.calibration import MAX_PROMPT_TOKENS, encode_prompt
+    from tiesmerge.calibration.prompts import MAX_PROMPT_TOKENS, encode_prompt
 
     s = setup
     tok = AutoTokenizer.from_pretrained(s["base"])

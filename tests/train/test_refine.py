@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 
 from tests.cli.helpers import run_cli
 from tests.train.conftest import question_file
+from tiesmerge.calibration.prompts import Prompt, PromptFormat
 from tiesmerge.train import refine as R
-from tiesmerge.train.calibration import Prompt, PromptFormat
 
 
 @pytest.fixture(scope="module")

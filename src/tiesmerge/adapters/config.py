@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -10,6 +9,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from tiesmerge.errors import BadInputError
+from tiesmerge.portable import limits
+from tiesmerge.portable.errors import AgentInputError
 
 CONFIG_NAME = "adapter_config.json"
 
@@ -116,13 +117,10 @@ def read_lora_settings(adapter_dir: Path, label: str) -> LoraSettings:
             f"{label}: no {CONFIG_NAME} in {adapter_dir} — not a PEFT adapter directory "
             "(point at the folder that PeftModel.save_pretrained wrote)"
         )
-    try:
-        raw = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadInputError(f"{label}: {cfg_path} is not valid JSON ({exc}); fix or re-save the adapter") from None
-    except RecursionError:
-        raise BadInputError(f"{label}: {cfg_path} is nested too deeply to be an adapter config; re-save the "
-                            "adapter") from None
+    try:  # size- and depth-limited, like every JSON a user hands us
+        raw = limits.read_json(cfg_path, f"{label}:")
+    except AgentInputError as exc:
+        raise BadInputError(f"{exc}; fix or re-save the adapter") from None
     if not isinstance(raw, dict):
         raise BadInputError(f"{label}: {cfg_path} must hold a JSON object, got {type(raw).__name__}")
     return settings_from_raw(raw, label, cfg_path)

@@ -21,8 +21,9 @@ from tiesmerge.adapters.base_fit import check_reader_fits
 from tiesmerge.adapters.reader import AdapterReader
 from tiesmerge.agents.fallback import build_bank
 from tiesmerge.atomic import check_name_length, disk_error, refuse_overlap, user_path
-from tiesmerge.errors import BadInputError
+from tiesmerge.errors import BadInputError, as_bad_input
 from tiesmerge.eval.models import EMBEDDED, embedded_base
+from tiesmerge.portable import limits
 from tiesmerge.portable.config import AgentsConfig, dump_yaml
 
 PORTABLE = Path(__file__).resolve().parents[1] / "portable"
@@ -84,10 +85,7 @@ def check_adapter(merged: Path) -> AdapterReader:
     if not (merged / "adapter_model.safetensors").is_file():
         raise BadInputError(f"{merged} has no adapter_model.safetensors (pickled adapter_model.bin is refused)")
     cfg = merged / "adapter_config.json"
-    try:
-        json.loads(cfg.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise BadInputError(f"{cfg} is not valid JSON: {exc}") from None
+    as_bad_input(limits.read_json)(cfg, "the merged adapter's config")
     return AdapterReader(merged, "merged")
 
 

@@ -1,37 +1,44 @@
-"""`tiesmerge.inspect`, `tiesmerge.validate`, `tiesmerge.methods` and `tiesmerge.export`: the CLI's read-only
-commands and the exports, as functions returning data (no printing, no SystemExit)."""
+"""`tiesmerge.inspect`, `tiesmerge.validate` and `tiesmerge.methods`: the CLI's read-only commands, as functions
+returning data (no printing, no SystemExit)."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Callable, Sequence, Union
 
 from tiesmerge.adapters import hub
 from tiesmerge.adapters.compat import plan_set
 from tiesmerge.adapters.reader import AdapterReader
 from tiesmerge.adapters.summary import summary
-from tiesmerge.api.merging import RecipeLike, build_recipe
+from tiesmerge.api.recipes import RecipeLike
 from tiesmerge.errors import BadInputError
-from tiesmerge.merge.job import describe, prepare
 from tiesmerge.merge.registry import REGISTRY
 
 PathLike = Union[str, Path]
 
 
+def _log(message: str) -> None:
+    logging.getLogger("tiesmerge").info(message)
+
+
 @dataclass(frozen=True)
 class Inspection:
-    """`adapters`: one mapping per adapter (name, path, rank, alpha, rslora, scale, targets, modules, parameters,
-    dtype, base_model); `compatible`: whether the set can be merged; `verdict`: the one-line reason."""
+    """`adapters`: one mapping per readable adapter (name, path, rank, alpha, rslora, scale, targets, modules,
+    parameters, dtype, base_model); `problems`: one line per adapter that could not be read; `compatible`: whether
+    the set can be merged; `verdict`: the one-line reason (the CLI's last line)."""
 
     adapters: list[dict[str, Any]]
     compatible: bool
     verdict: str
+    problems: list[str] = field(default_factory=list)
 
 
-def inspect(paths: PathLike | Sequence[PathLike], *, allow_base_mismatch: bool = False) -> Inspection:
-    """What each adapter is, and whether the set can be merged. An unreadable adapter raises BadInputError.
+def inspect(paths: PathLike | Sequence[PathLike], *, allow_base_mismatch: bool = False, strict: bool = True,
+            log: Callable[[str], None] = _log) -> Inspection:
+    """What each adapter is, and whether the set can be merged. An unreadable adapter raises BadInputError; with
+    `strict=False` it is listed in `.problems` instead and the others are still described (the CLI's way).
 
     Example:
 
@@ -41,10 +48,20 @@ def inspect(paths: PathLike | Sequence[PathLike], *, allow_base_mismatch: bool =
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     if not paths:
         raise BadInputError("inspect needs at least one adapter folder")
-    log = logging.getLogger("tiesmerge").info
-    folders = [hub.resolve(str(p), "adapter", log=log) for p in paths]
-    readers = [AdapterReader(p, p.name or str(p)) for p in folders]
-    rows = [summary(r) for r in readers]
+    readers, rows, problems = [], [], []
+    for path in paths:
+        try:
+            folder = hub.resolve(str(path), "adapter", log=log)
+            reader = AdapterReader(folder, folder.name or str(folder))
+        except BadInputError as exc:
+            if strict:
+                raise
+            problems.append(str(exc))
+            continue
+        readers.append(reader)
+        rows.append(summary(reader))
+    if problems:
+        return Inspection(rows, False, f"invalid: {problems[0]}", problems)
     try:
         plan = plan_set(readers, None, allow_base_mismatch)
     except BadInputError as exc:
@@ -70,8 +87,10 @@ def validate(recipe: RecipeLike) -> Validation:
         >>> tiesmerge.validate("recipe.yaml").plan[0]
         "method: ties (native, chunked from factors), full space  parameters: {'density': 0.2, …}"
     """
-    job = prepare(build_recipe(recipe), log=logging.getLogger("tiesmerge").info)
-    return Validation(describe(job), list(job.warnings))
+    from tiesmerge.api.merging import plan_merge
+
+    plan = plan_merge(recipe)
+    return Validation(plan.lines, plan.warnings)
 
 
 @dataclass(frozen=True)
@@ -95,33 +114,8 @@ def methods() -> list[MethodInfo]:
             for s in REGISTRY.values()]
 
 
-def export(adapter: PathLike, *, to: str, output: PathLike, base: PathLike | None = None, force: bool = False,
-           progress=None):
-    """Export an adapter for a serving stack: `to="vllm"` (uniform rank, scale folded, what vLLM reads right),
-    `"gguf"` (a llama.cpp LoRA file; base from `base` or the adapter's local base_model_name_or_path) or
-    `"model"` (the base with ΔW folded in; needs `base`). Returns the export's result (its `.path`, …).
+def parameters() -> list[str]:
+    """Every recipe parameter once: "name (type, range, default …): help" (what `tiesmerge methods` lists)."""
+    from tiesmerge.merge.registry import known_parameters
 
-    Example:
-
-        >>> tiesmerge.export("merged/", to="vllm", output="merged-vllm/").rank
-        64
-    """
-    from tiesmerge.export.formats import ExportFormat
-
-    fmt = ExportFormat.parse(to, "to")
-    log = logging.getLogger("tiesmerge").info
-    adapter = hub.resolve(str(adapter), "adapter", log=log)
-    base = hub.resolve(str(base), "base", files=None, log=log) if base is not None else None
-    if fmt is ExportFormat.vllm:
-        from tiesmerge.export.vllm import export_vllm
-
-        return export_vllm(Path(adapter), Path(output), force=force, progress=progress)
-    if fmt is ExportFormat.gguf:
-        from tiesmerge.export.gguf_lora import export_gguf
-
-        return export_gguf(Path(adapter), Path(base) if base is not None else None, Path(output), force=force)
-    if base is None:
-        raise BadInputError("export to='model' needs base=, the base model's local folder")
-    from tiesmerge.export.model import export_model
-
-    return export_model(Path(adapter), Path(base), Path(output), force=force, progress=progress)
+    return [d.describe() for d in known_parameters().values()]

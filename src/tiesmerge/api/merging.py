@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 import torch
 
 from tiesmerge.adapters.memory import LoraFactors, MemoryAdapter
-from tiesmerge.configs.loader import load_recipe, recipe_from_dict
+from tiesmerge.api.calibrating import protected_inputs, with_statistics
+from tiesmerge.api.recipes import RecipeLike, build_recipe
+from tiesmerge.calibration.prompts import DEFAULT_SIZE
 from tiesmerge.devices import resolve_device
 from tiesmerge.errors import BadInputError
 from tiesmerge.merge import driver
@@ -21,83 +25,10 @@ from tiesmerge.progress import module_progress
 
 PathLike = Union[str, Path]
 Progress = Union[bool, Callable[[int, int, str], None]]
-RecipeLike = Union[PathLike, Recipe, Mapping[str, Any]]
 
 
-def build_recipe(recipe: RecipeLike | None, *, adapters: Any = None, weights: Any = None, method: Any = None,
-                 space: Any = None, rank: Any = None, parameters: Mapping[str, Any] | None = None,
-                 base_dir: Path | None = None, **params: Any) -> Recipe:
-    """A validated Recipe from a recipe (path, Recipe or mapping) or from keyword arguments; keyword arguments
-    override the recipe's values. Raises BadInputError (one line) on any invalid value."""
-    overridden = any(v is not None for v in (adapters, weights, method, space, rank, parameters)) or bool(params)
-    if isinstance(recipe, Recipe) and not overridden:
-        return recipe  # already validated and resolved
-    if isinstance(recipe, Recipe):
-        data = recipe.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_unset=True)
-        data["adapters"] = recipe.model_dump(mode="json", by_alias=True, exclude_none=True)["adapters"]
-        source, base_dir = "recipe", base_dir or Path.cwd()
-    elif isinstance(recipe, Mapping):
-        data, source, base_dir = dict(recipe), "recipe", base_dir or Path.cwd()
-    elif recipe is not None:
-        path = Path(recipe)
-        if not overridden:
-            return load_recipe(path, log=logging.getLogger("tiesmerge").info)
-        from tiesmerge.configs.loader import read_yaml
-        from tiesmerge.configs.mergekit_yaml import from_mergekit, is_mergekit
-
-        raw = read_yaml(path)
-        data = from_mergekit(raw, str(path)) if is_mergekit(raw) else dict(raw or {})
-        source, base_dir = str(path), path.parent
-    else:
-        data, source, base_dir = {}, "tiesmerge.merge()", base_dir or Path.cwd()
-    if adapters is not None:
-        data["adapters"] = _adapter_entries(adapters, weights)
-    elif weights is not None:
-        raise BadInputError("weights= needs adapters= (or set weight: in the recipe)")
-    for key, value in (("method", method), ("space", space)):
-        if value is not None:
-            data[key] = getattr(value, "value", value)
-    if rank is not None:
-        data["output"] = {**(data.get("output") or {}), "rank": rank}
-    given = {**(parameters or {}), **params}
-    if given:
-        data["parameters"] = {**(data.get("parameters") or {}), **{("lambda" if k == "lam" else k): getattr(v, "value", v)
-                                                                   for k, v in given.items()}}
-    if "adapters" not in data:
-        raise BadInputError("no adapters: pass a recipe, or adapters={'name': path, …} (a list of paths works too)")
-    return recipe_from_dict(data, source, base_dir, log=logging.getLogger("tiesmerge").info)
-
-
-def _adapter_entries(adapters: Any, weights: Any) -> list[dict[str, Any]]:
-    if isinstance(adapters, Mapping):
-        items = list(adapters.items())
-    elif isinstance(adapters, (str, Path)) or not isinstance(adapters, Sequence):
-        raise BadInputError("adapters must be a mapping name → path or a list of paths")
-    else:
-        items = [(Path(str(p)).name, p) for p in adapters]
-    bad = [n for n, _ in items if not isinstance(n, str) or not n.strip()]
-    if bad:
-        raise BadInputError(f"adapter name {bad[0]!r}: every adapter needs a non-empty name")
-    names = [n for n, _ in items]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise BadInputError(f"two adapters are named {twice[0]!r} (a list of paths is named by each folder's name); "
-                            "give adapters={'name': path, …} with distinct names")
-    if isinstance(weights, (str, bytes)):
-        raise TypeError(f"weights must be a list of numbers (or a mapping name → number), got the string {weights!r}")
-    if isinstance(weights, Mapping):
-        unknown = sorted(set(weights) - {n for n, _ in items})
-        if unknown:
-            raise BadInputError(f"weights name adapters that are not given: {', '.join(unknown)}")
-        ws = [weights.get(n, 1.0) for n, _ in items]
-    elif weights is not None:
-        ws = list(weights)
-        if len(ws) != len(items):
-            raise BadInputError(f"{len(ws)} weights for {len(items)} adapters; give one weight per adapter")
-    else:
-        ws = [1.0] * len(items)
-    return [{"name": n, "path": str(p) if not isinstance(p, LoraFactors) else f"<memory:{n}>", "weight": w}
-            for (n, p), w in zip(items, ws)]
+def _log(message: str) -> None:
+    logging.getLogger("tiesmerge").info(message)
 
 
 @contextlib.contextmanager
@@ -109,16 +40,64 @@ def _hook(progress: Progress, total: int, label: str):
         yield progress or None
 
 
-def merge(recipe: RecipeLike | None = None, *, output: PathLike, adapters: Any = None, weights: Any = None,
-          method: Any = None, space: Any = None, rank: Any = None, parameters: Mapping[str, Any] | None = None,
-          force: bool = False, device: str = "cpu", progress: Progress = False, **params: Any) -> driver.MergeResult:
+@dataclass(frozen=True)
+class MergePlan:
+    """A merge checked and planned, nothing written: `lines` (the plan as text), `warnings`, `notes` (values the
+    recipe gave that this merge does not read), `recipe` (validated, statistics filled in). Pass it to `merge`."""
+
+    recipe: Recipe
+    job: Any
+    lines: list[str]
+    warnings: list[str]
+    notes: list[str]
+    source: Any = None  # the recipe as given (a path is protected from the output)
+    calibration: Optional[Mapping[str, Any]] = None
+    base: Optional[str] = None
+
+
+def plan_merge(recipe: RecipeLike | None = None, *, adapters: Any = None, weights: Any = None, method: Any = None,
+               space: Any = None, rank: Any = None, parameters: Mapping[str, Any] | None = None,
+               output: Mapping[str, Any] | None = None, base_model: Optional[str] = None,
+               allow_base_mismatch: Optional[bool] = None, calibration: Mapping[str, Any] | None = None,
+               calibration_size: int = DEFAULT_SIZE, prompt_format: Any = "cloze", base: Optional[str] = None,
+               device: str = "auto", log: Callable[[str], None] = _log, **params: Any) -> MergePlan:
+    """Check a merge without running it: the recipe, the adapters, the set's compatibility and, for calibrated
+    methods (regmean, regmean_pp), their statistics — cached, or collected on `base` when given."""
+    from tiesmerge.merge.job import describe
+    from tiesmerge.merge.registry import get as get_method
+
+    notes: list[str] = []
+    spec = build_recipe(recipe, adapters=adapters, weights=weights, method=method, space=space, rank=rank,
+                        parameters=parameters, output=output, base_model=base_model,
+                        allow_base_mismatch=allow_base_mismatch, notes=notes, log=log, **params)
+    notes += spec.output.unused()
+    if get_method(spec.method).statistics is not None:
+        spec = with_statistics(spec, calibration, size=calibration_size, prompt_format=prompt_format, base=base,
+                               device=device, log=log)
+    elif calibration or base is not None:
+        raise BadInputError(f"--calibration and --base apply to calibrated methods (regmean, regmean_pp), not "
+                            f"{spec.method.value}")
+    job = prepare(spec, log=log)
+    return MergePlan(spec, job, describe(job), list(job.warnings), notes, recipe, calibration, base)
+
+
+def merge(recipe: RecipeLike | MergePlan | None = None, *, output: PathLike, adapters: Any = None,
+          weights: Any = None, method: Any = None, space: Any = None, rank: Any = None,
+          parameters: Mapping[str, Any] | None = None, calibration: Mapping[str, Any] | None = None,
+          calibration_size: int = DEFAULT_SIZE, prompt_format: Any = "cloze", base: Optional[str] = None,
+          export: Any = None, export_base: PathLike | None = None, force: bool = False, device: str = "cpu",
+          progress: Progress = False, log: Callable[[str], None] = _log, command: str = "tiesmerge.merge()",
+          **params: Any) -> driver.MergeResult:
     """Merge PEFT LoRA / RSLoRA adapters into one adapter folder, exactly in ΔW space (or core space).
 
-    Give a recipe (a YAML path — tiesmerge's or mergekit's —, a `Recipe`, or a mapping), or the adapters and the
-    method as keyword arguments; keyword arguments override the recipe. Method parameters go in `parameters=`
-    or as keywords (`density=0.2`, `lam=1.0` for λ, `sign="count"`). Writes `output` atomically and returns a
-    MergeResult: `.output`, `.modules` (one report per module: rank, retained energy, sign conflicts, …), `.summary`.
-    Errors are typed (tiesmerge.BadInputError: the input is wrong, the message says how), never SystemExit.
+    Give a recipe (a YAML path — tiesmerge's or mergekit's —, a `Recipe`, a mapping, or a `plan_merge` result), or
+    the adapters and the method as keyword arguments; keyword arguments override the recipe. Method parameters go in
+    `parameters=` or as keywords (`density=0.2`, `lam=1.0` for λ, `sign="count"`). Calibrated methods read
+    `calibration=` (adapter name → prompts) and collect missing statistics on `base=`. `export="vllm"|"gguf"|"model"`
+    also exports the merge (to OUTPUT-vllm/, OUTPUT.gguf, OUTPUT-model/; gguf and model read `export_base`), checked
+    before the merge runs. Writes `output` atomically; no input (adapter, base, recipe, calibration or statistics
+    file) may be or lie inside it. Returns a MergeResult: `.output`, `.modules` (one report per module), `.summary`,
+    `.export` (the export's result, if asked). Errors are typed (tiesmerge.BadInputError), never SystemExit.
 
     Example:
 
@@ -127,12 +106,26 @@ def merge(recipe: RecipeLike | None = None, *, output: PathLike, adapters: Any =
         ...                          density=0.2, rank=64, output="merged/")
         >>> result.summary["retained_energy_mean"]
     """
-    spec = build_recipe(recipe, adapters=adapters, weights=weights, method=method, space=space, rank=rank,
-                        parameters=parameters, **params)
-    job = prepare(spec, log=logging.getLogger("tiesmerge").info)
-    with _hook(progress, len(job.plan.modules), "merging") as hook:
-        return driver.run(job, Path(output), force=force, device=resolve_device(device), progress=hook,
-                          command="tiesmerge.merge()")
+    from tiesmerge.api.exporting import plan_export, run_plan
+    from tiesmerge.atomic import check_output_dir, refuse_overlap
+
+    if isinstance(recipe, MergePlan):
+        plan = recipe
+    else:
+        plan = plan_merge(recipe, adapters=adapters, weights=weights, method=method, space=space, rank=rank,
+                          parameters=parameters, calibration=calibration, calibration_size=calibration_size,
+                          prompt_format=prompt_format, base=base, device=device, log=log, **params)
+    output = Path(output)
+    planned = plan_export(export, export_base, output, force, plan.job, log=log) if export else None
+    check_output_dir(output, force)  # the folder's own checks first (the current folder, a file, permissions)
+    refuse_overlap(output, protected_inputs(plan.source, plan.recipe, plan.calibration, None, plan.base),
+                   "write the merge to a separate directory")
+    with _hook(progress, len(plan.job.plan.modules), "merging") as hook:
+        result = driver.run(plan.job, output, force=force, device=resolve_device(device), progress=hook,
+                            command=command)
+    if planned is not None:
+        result = dataclasses.replace(result, export=run_plan(result.output, planned, log=log))
+    return result
 
 
 def merge_factors(adapters: Mapping[str, LoraFactors], *, weights: Any = None, method: Any = "ties",

@@ -8,11 +8,9 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from tiesmerge.atomic import atomic_output_dir, check_output_dir, refuse_overlap
+from tiesmerge import api
 from tiesmerge.cli.common import guarded
 from tiesmerge.cli.progress import module_progress
-from tiesmerge.errors import BadInputError
-from tiesmerge.extras import Extra, require
 
 app = typer.Typer(help="Make adapters: a small specialist trainer (bring your own adapters for real work).",
                   no_args_is_help=True)
@@ -40,35 +38,10 @@ def train(
     force: bool = typer.Option(False, "--force", help="replace a non-empty output directory"),
 ) -> None:
     """Train one RSLoRA specialist on all seven projections, with the loss on the answer letter only."""
-    require(Extra.eval, "tiesmerge adapters train")
-    from tiesmerge.eval.models import load_base
-    from tiesmerge.train.trainer import TrainSettings, train_adapter
-
-    if data is not None:
-        from tiesmerge.eval.loaders import load_questions
-
-        questions = load_questions(data, domain).questions
-        source = str(data)
-    else:
-        from tiesmerge.eval.builtin.build import DOMAINS, build
-
-        if domain not in DOMAINS:
-            raise BadInputError(f"--domain {domain!r} has no built-in set ({', '.join(DOMAINS)}); pass --data FILE")
-        questions = build(1000, 0, domains=(domain,))["train"][domain]
-        source = "builtin:train"
-    check_output_dir(out, force)
-    refuse_overlap(out, {"the training data": data, "the base model": base if Path(base).is_dir() else None},
-                   "write the adapter to a separate folder")
-    from tiesmerge.train.trainer import TrainTarget
-
-    target = TrainTarget.parse(target, "--target")
-    settings = TrainSettings(steps=steps, rank=rank, alpha=alpha, lr=lr, batch_size=batch_size, seed=seed,
-                             warmup_steps=max(1, steps // 10), target=target)
-    model, tokenizer = load_base(base, device=device, dtype="float32")
-    with atomic_output_dir(out, force) as tmp, module_progress(steps, f"training {domain}", unit="steps") as hook:
-        card = train_adapter(model, tokenizer, questions, settings, tmp,
-                             progress=lambda s, t, loss: hook(s, t, f"loss {loss:.3f}"),
-                             card={"base": base, "domain": domain, "data": source})
+    with module_progress(steps, f"training {domain}", unit="steps") as hook:
+        card = api.train_adapter(base=base, domain=domain, out=out, data=data, steps=steps, rank=rank, alpha=alpha,
+                                 lr=lr, batch_size=batch_size, seed=seed, target=target, device=device, force=force,
+                                 progress=hook)
     Console(soft_wrap=True).print(
         f"wrote {out}: {card['examples']} questions, {steps} steps, loss {card['loss_first']:.3f} → "
         f"{card['loss_last_10_mean']:.3f} (last 10), {card['seconds_per_step']:.2f} s/step", markup=False)

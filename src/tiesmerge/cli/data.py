@@ -8,9 +8,8 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from tiesmerge.atomic import atomic_output_dir, refuse_overlap
+from tiesmerge import api
 from tiesmerge.cli.common import data_args, guarded
-from tiesmerge.extras import Extra, require
 
 app = typer.Typer(help="Built-in question sets (math, code, stem, humanities).", no_args_is_help=True)
 
@@ -30,14 +29,7 @@ def build_cmd(
     force: bool = typer.Option(False, "--force", help="replace a non-empty directory"),
 ) -> None:
     """Generate the question sets deterministically; every answer is computed, run or looked up by an oracle."""
-    require(Extra.eval, "tiesmerge data build")
-    from tiesmerge.eval.builtin.build import build, held_out_test, write
-
-    sets = build(n_per_domain, seed)
-    if test_per_domain is not None:
-        sets["test"] = held_out_test(sets, test_per_domain, seed)
-    with atomic_output_dir(out, force) as tmp:
-        manifest = write(sets, tmp, seed=seed, n_per_domain=n_per_domain)
+    manifest = api.build_data(out, n_per_domain=n_per_domain, seed=seed, test_per_domain=test_per_domain, force=force)
     console = Console(soft_wrap=True)
     for split, counts in manifest["splits"].items():
         console.print(f"{split}: " + ", ".join(f"{d} {n}" for d, n in counts.items()), markup=False)
@@ -64,15 +56,8 @@ def export_lm_eval_cmd(
 
       lm_eval --model hf --model_args pretrained=BASE,peft=ADAPTER --include_path OUT --tasks tiesmerge
     """
-    from tiesmerge.eval.lm_eval_task import write_tasks
-    from tiesmerge.eval.run import collect_questions
-
-    files = data_args(data)
-    refuse_overlap(out, {f"question file {p}": p for _, p in files}, "write the tasks to a separate folder")
-    questions, skipped = collect_questions(files, builtin=builtin, split=split, limit=limit,
-                                           skip_invalid=False, n_per_domain=n_per_domain)
-    with atomic_output_dir(out, force) as tmp:
-        done = write_tasks(questions, tmp, out, name)
+    done = api.export_lm_eval(out, data=data_args(data), builtin=builtin, split=split, n_per_domain=n_per_domain,
+                              limit=limit, name=name, force=force)
     console = Console(soft_wrap=True)
     console.print(f"wrote {len(done.tasks)} lm-eval tasks ({', '.join(done.tasks)}; {done.questions} questions) and "
                   f"group {done.group} to {out}", markup=False)

@@ -9,9 +9,9 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from tiesmerge import api
 from tiesmerge.cli.common import guarded
 from tiesmerge.cli.progress import module_progress
-from tiesmerge.extras import Extra, require
 
 
 @guarded
@@ -34,21 +34,15 @@ def demo(
 
     Example: tiesmerge demo --out demo-results --limit 50   (a quicker, rougher look)
     """
-    require(Extra.eval, "tiesmerge demo")
-    from tiesmerge.demo import table
-    from tiesmerge.demo.config import load_demo_config
-    from tiesmerge.demo.pipeline import run_demo
-    from tiesmerge.errors import BadInputError
+    from tiesmerge.api.running import demo_tables
 
-    cfg = load_demo_config(config)
-    if limit is not None:
-        cfg = cfg.model_copy(update={"limit": limit})
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise BadInputError(f"--out {out} exists and is not empty; pass --force to replace it")
+    table = demo_tables()
     err = Console(stderr=True, soft_wrap=True)
     start = time.perf_counter()
-    run = run_demo(cfg, out, force=force, progress=lambda total, label, unit: module_progress(total, label, unit=unit),
+    run = api.demo(out=out, config=config, limit=limit, force=force,
+                   progress=lambda total, label, unit: module_progress(total, label, unit=unit),
                    log=lambda msg: err.print(msg, markup=False))
+    cfg = run.config
     console = Console(soft_wrap=True)
     result = run.result
     n = result.cell("base", result.domains[0])["n"]

@@ -1,14 +1,15 @@
-"""`tiesmerge deploy`: parse → validate → write the tournament work directory."""
+"""`tiesmerge deploy`: flags → tiesmerge.deploy (the tournament work directory) → print."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from tiesmerge import api
 from tiesmerge.cli.common import guarded
-from tiesmerge.extras import Extra, require
 
 
 @guarded
@@ -49,27 +50,12 @@ def deploy(
 
     Example: tiesmerge deploy merged/ --base Qwen/Qwen2.5-72B-Instruct --to ~/AIAC --load-in-4bit
     """
-    require(Extra.agents, "tiesmerge deploy")
-    from tiesmerge.agents.deploy import deploy as run_deploy
-
-    fold_writer = None
-    if fold:
-        from tiesmerge.cli.progress import module_progress
-        from tiesmerge.errors import BadInputError
-        from tiesmerge.export.model import export_model
-
-        def fold_writer(out: Path, base_ref: str) -> None:
-            if not Path(base_ref).is_dir():
-                raise BadInputError(f"--fold needs a local base folder (got {base!r}); download the base first")
-            with module_progress(1, "folding", "shards") as hook:
-                export_model(merged, Path(base_ref), out, progress=hook)
-
-    from tiesmerge.adapters import hub
+    from tiesmerge.cli.progress import module_progress
     from tiesmerge.cli.recipe_flags import note
 
-    merged = hub.resolve(str(merged), "adapter", log=note)
-    done = run_deploy(merged, base, to, load_in_4bit=load_in_4bit, link=link, force=force, bank_size=bank_size,
-                      fold=fold_writer)
+    with module_progress(1, "folding", "shards") if fold else contextlib.nullcontext(None) as hook:
+        done = api.deploy(merged, base=base, to=to, load_in_4bit=load_in_4bit, link=link, force=force, fold=fold,
+                          bank_size=bank_size, progress=hook, log=note)
     what = (f"{done.model.name}/ (base + adapter folded)" if done.model else
             f"{done.adapter.name}/ ({'linked' if done.linked else 'copied'})")
     typer.echo(f"deployed to {done.root}: agents/ (self-contained), agents.yaml, fallback_bank.json "

@@ -1,4 +1,5 @@
-"""`tiesmerge eval`: per-domain accuracy of the base, specialists and merged adapters, on one loaded base."""
+"""`tiesmerge eval`: flags → tiesmerge.evaluate (per-domain accuracy of the base, specialists and merged adapters,
+on one loaded base) → the tables."""
 
 from __future__ import annotations
 
@@ -10,19 +11,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tiesmerge.atomic import atomic_output_dir, check_output_dir
+from tiesmerge import api
 from tiesmerge.cli.common import data_args, guarded, name_value_pairs
 from tiesmerge.cli.progress import module_progress
-from tiesmerge.errors import BadInputError
-from tiesmerge.eval.report import EvalResult
-from tiesmerge.extras import Extra, require
 
 
 def _pct(v: Optional[float]) -> str:
     return "—" if v is None else f"{100 * v:.1f}"
 
 
-def print_table(result: EvalResult, console: Console) -> None:
+def print_table(result, console: Console) -> None:
     """Two narrow tables (they fit 80 columns): accuracy per (model, domain), then one summary row per model."""
     acc = Table(title="accuracy per domain (95% Wilson interval)", title_justify="left")
     for col, justify in (("model", "left"), ("domain", "left"), ("accuracy %", "right"), ("95% CI", "right"),
@@ -84,37 +82,8 @@ def eval_cmd(
 
     Example: tiesmerge eval --base smollm2 --adapter math=./math --merged ties=./merged --builtin --limit 200
     """
-    require(Extra.eval, "tiesmerge eval")
-    from tiesmerge.adapters import hub
-    from tiesmerge.atomic import refuse_overlap
-    from tiesmerge.cli.recipe_flags import note
-    from tiesmerge.eval.cloze import ClozeNorm
-    from tiesmerge.eval.models import check_adapters_fit, load_base
-    from tiesmerge.eval.report import write_outputs
-    from tiesmerge.eval.run import EvalMode, collect_questions, evaluate
 
-    mode = EvalMode.parse(mode, "--mode")
-    norm = ClozeNorm.parse(cloze_norm, "--cloze-norm")
-    if norm is not ClozeNorm.token and mode is not EvalMode.cloze:
-        raise BadInputError(f"--cloze-norm {norm.value} applies to --mode cloze only")
-    if out is not None:
-        check_output_dir(out, force)  # before the evaluation, not after
-    adapters = {k: hub.resolve(v, f"adapter {k!r}", log=note) for k, v in name_value_pairs(adapter, "--adapter").items()}
-    merged_map = {k: hub.resolve(v, f"adapter {k!r}", log=note) for k, v in name_value_pairs(merged, "--merged").items()}
-    explicit = name_value_pairs(specialist, "--specialist")
-    if out is not None and out.is_dir() and any(out.iterdir()) and not force:
-        raise BadInputError(f"--out {out} exists and is not empty; pass --force to replace it")
-    questions, skipped = collect_questions(data_args(data), builtin=builtin, split=split, limit=limit,
-                                           skip_invalid=skip_invalid, n_per_domain=n_per_domain)
     err = Console(stderr=True, soft_wrap=True)
-    if skipped:
-        err.print(f"skipped {len(skipped)} invalid row(s); first: {skipped[0]}", markup=False)
-    if out is not None:
-        refuse_overlap(out, {f"adapter {k!r}": v for k, v in {**adapters, **merged_map}.items()},
-                       "write the results to a separate folder")
-    check_adapters_fit(base, {**adapters, **merged_map})
-    model, tokenizer = load_base(base, dtype=dtype, device=device, load_in_4bit=load_in_4bit)
-
     with contextlib.ExitStack() as stack:
 
         def on_target(name: str, total: int):
@@ -127,12 +96,13 @@ def eval_cmd(
 
             return advance
 
-        result = evaluate(model, tokenizer, questions, adapters=adapters, merged=merged_map, mode=mode,
-                          batch_size=batch_size, include_base=not no_base, explicit_specialists=explicit,
-                          on_target=on_target, cloze_norm=norm)
-    result.meta.update({"base": base, "split": split if builtin else None, "limit": limit, "skipped_rows": len(skipped)})
+        result = api.evaluate(base, adapters=name_value_pairs(adapter, "--adapter"),
+                              merged=name_value_pairs(merged, "--merged"), data=data_args(data), builtin=builtin,
+                              split=split, n_per_domain=n_per_domain, limit=limit, batch_size=batch_size, mode=mode,
+                              cloze_norm=cloze_norm, specialists=name_value_pairs(specialist, "--specialist"),
+                              include_base=not no_base, dtype=dtype, device=device, load_in_4bit=load_in_4bit,
+                              skip_invalid=skip_invalid, out=out, force=force, on_target=on_target,
+                              log=lambda m: err.print(m if m.startswith("skipped") else f"note: {m}", markup=False))
     print_table(result, Console(soft_wrap=True))
     if out is not None:
-        with atomic_output_dir(out, force) as tmp:
-            write_outputs(result, tmp)
         Console(soft_wrap=True).print(f"wrote {out}/results.json, results.csv, predictions.jsonl", markup=False)

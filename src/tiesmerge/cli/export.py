@@ -1,4 +1,4 @@
-"""`tiesmerge export`: an adapter in the form a serving stack loads with the right scale."""
+"""`tiesmerge export`: an adapter in the form a serving stack loads with the right scale (flags → tiesmerge.export)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import Optional
 
 import typer
 
-from tiesmerge.adapters import hub
+from tiesmerge import api
+from tiesmerge.api.exporting import describe_export
 from tiesmerge.cli.common import guarded
 from tiesmerge.cli.recipe_flags import note
-from tiesmerge.errors import BadInputError
 
 
 @guarded
@@ -37,35 +37,10 @@ def export(
 
       tiesmerge export merged/ --to model --base /models/Qwen2.5-7B-Instruct -o merged-model/
     """
-    from tiesmerge.atomic import check_output_dir
     from tiesmerge.cli.progress import module_progress
-    from tiesmerge.export.formats import ExportFormat
 
-    fmt = ExportFormat.parse(to, "--to")
-    adapter = hub.resolve(str(adapter), "adapter", log=note)
-    base = hub.resolve(str(base), "--base", files=None, log=note) if base is not None else None
-    if fmt is ExportFormat.gguf:
-        from tiesmerge.export.gguf_lora import export_gguf
-
-        done = export_gguf(adapter, base, output, force=force, log=lambda m: typer.echo(f"note: {m}", err=True))
-        typer.echo(f"wrote {done.path}: {done.tensors} tensors, {done.arch}, rank {done.rank}, adapter.lora.alpha "
-                   f"{done.rank} (scale 1)")
-        typer.echo(f"next: llama-cli -m BASE.gguf --lora {done.path}   (BASE.gguf: llama.cpp's convert_hf_to_gguf.py "
-                   f"of {done.base})")
-        return
-    check_output_dir(output, force)
-    if fmt is ExportFormat.vllm:
-        from tiesmerge.export.vllm import export_vllm
-
-        with module_progress(1, "exporting", "modules") as hook:
-            done = export_vllm(adapter, output, force=force, progress=hook)
-        typer.echo(f"wrote {done.path}: {done.modules} modules at rank {done.rank}, lora_alpha {done.rank} (scale 1)")
-        typer.echo(f"next: vllm serve BASE --enable-lora --max-lora-rank {done.rank} --lora-modules merged={done.path}")
-        return
-    if base is None:
-        raise BadInputError("--to model needs --base, the base model's local folder")
-    from tiesmerge.export.model import export_model
-
-    with module_progress(1, "folding", "shards") as hook:
-        done = export_model(adapter, base, output, force=force, progress=hook)
-    typer.echo(f"wrote {done.path}: {done.shards} shard(s), ΔW folded into {done.folded} weights; load it like the base")
+    label, unit = ("folding", "shards") if str(to).strip().lower() == "model" else ("exporting", "modules")
+    with module_progress(1, label, unit) as hook:
+        done = api.export(adapter, to=to, output=output, base=base, force=force, progress=hook, log=note)
+    for line in describe_export(done):
+        typer.echo(line)

@@ -8,13 +8,9 @@ from typing import List
 import typer
 from rich.console import Console
 
-from tiesmerge.adapters import hub
-from tiesmerge.adapters.compat import plan_set
-from tiesmerge.adapters.reader import AdapterReader
-from tiesmerge.adapters.summary import summary
+from tiesmerge import api
 from tiesmerge.cli.common import fail, guarded
 from tiesmerge.cli.recipe_flags import note
-from tiesmerge.errors import BadInputError
 
 
 @guarded
@@ -26,27 +22,9 @@ def inspect(
 ) -> None:
     """Show each adapter's rank, α, RSLoRA flag, scale, targets, size and base, then a verdict for the set."""
     out = Console(soft_wrap=True)
-    readers, problems, rows = [], [], []
-    for path in paths:
-        try:
-            path = hub.resolve(str(path), "adapter", log=note)
-            reader = AdapterReader(path, path.name or str(path))
-        except BadInputError as exc:
-            problems.append(str(exc))
-            continue
-        readers.append(reader)
-        rows.append(summary(reader))
-    verdict, code = "", 0
-    if problems:
-        verdict, code = f"invalid: {problems[0]}", 2
-    else:
-        try:
-            plan = plan_set(readers, None, allow_base_mismatch)
-            everywhere = sum(1 for m in plan.modules if len(m.members) == len(readers))
-            verdict = (f"compatible: {len(readers)} adapter(s), {len(plan.modules)} modules "
-                       f"({everywhere} in every adapter), base {plan.base_model or 'not named'}")
-        except BadInputError as exc:
-            verdict, code = f"incompatible set: {exc}", 2
+    seen = api.inspect(paths, allow_base_mismatch=allow_base_mismatch, strict=False, log=note)
+    rows, problems, verdict = seen.adapters, seen.problems, seen.verdict
+    code = 0 if seen.compatible else 2
     if as_json:
         out.print_json(json.dumps({"adapters": rows, "problems": problems, "verdict": verdict}))
     else:

@@ -6,8 +6,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tiesmerge import api
 from tiesmerge.cli.common import guarded
-from tiesmerge.merge.registry import REGISTRY, known_parameters
 
 
 @guarded
@@ -17,11 +17,10 @@ def methods(ctx: typer.Context) -> None:
     table.add_column("method", no_wrap=True)  # a name is never broken or cut: the other columns give way
     for col in ("what it does", "parameters", "runs", "reference"):
         table.add_column(col, overflow="fold")
-    for spec in REGISTRY.values():
-        table.add_row(spec.method.value, spec.summary, ", ".join(p.name for p in spec.parameters), spec.runs,
-                      spec.reference)
+    for m in api.methods():
+        table.add_row(m.name, m.summary, ", ".join(p.split(" ", 1)[0] for p in m.parameters), m.runs, m.reference)
     console = Console()
     console.print(table)
     console.print("\nparameters (recipe `parameters:`; type, range, default):", soft_wrap=True)
-    for definition in known_parameters().values():
-        console.print(f"  {definition.describe()}", soft_wrap=True, markup=False)
+    for line in api.parameters():
+        console.print(f"  {line}", soft_wrap=True, markup=False)

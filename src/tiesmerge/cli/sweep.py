@@ -1,4 +1,4 @@
-"""`tiesmerge sweep`: read the sweep config → validate → run (resumable) → print the landscape and the winner."""
+"""`tiesmerge sweep`: flags → tiesmerge.sweep (resumable) → print the landscape and the winner."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 
+from tiesmerge import api
 from tiesmerge.cli.common import guarded
-from tiesmerge.extras import Extra, require
 
 
 @guarded
@@ -31,19 +31,15 @@ def sweep(
 
     Example: tiesmerge sweep demo -o sweeps/demo
     """
-    require(Extra.sweep, "tiesmerge sweep")
     from rich.console import Console
 
     from tiesmerge.cli.progress import module_progress
-    from tiesmerge.demo.specialists import preset_specialists
-    from tiesmerge.sweep.config import load_sweep_config
-    from tiesmerge.sweep.runner import run_sweep
 
-    cfg = load_sweep_config(config)
     err = Console(stderr=True, soft_wrap=True)
-    run = run_sweep(cfg, out, executor=executor, ray_address=ray_address, force=force,
+    run = api.sweep(config, out=out, executor=executor, ray_address=ray_address, force=force,
                     progress=lambda total, label, unit: module_progress(total, label, unit=unit),
-                    log=lambda m: err.print(m, markup=False), preset_trainer=preset_specialists)
+                    log=lambda m: err.print(m, markup=False))
+    cfg = run.config
     console = Console(soft_wrap=True)
     metric = cfg.metric.value
     for r in run.rows:

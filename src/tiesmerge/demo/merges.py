@@ -136,7 +136,7 @@ def refined_merge(config: DemoConfig, adapters: Mapping[str, Path], digests: Map
     """The subspace merge refined on each specialist's own train prompts (texts only: answers are never read)."""
     from dataclasses import replace
 
-    from tiesmerge.train.calibration import Prompt, budget, prompts_digest
+    from tiesmerge.calibration.prompts import Prompt, budget, prompts_digest
     from tiesmerge.train.refine import RefineSettings
     from tiesmerge.train.refine_job import run_refine
 

@@ -9,7 +9,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from tiesmerge.atomic import atomic_output_dir, check_output_dir, refuse_overlap
 from tiesmerge.cache import adapter_digest, cache_dir
@@ -36,6 +36,7 @@ class DemoRun:
     paths: dict[str, str]
     stage_seconds: dict[str, float] = field(default_factory=dict)
     cached: dict[str, bool] = field(default_factory=dict)
+    config: Any = None  # the DemoConfig it ran
 
 
 def run_demo(config: DemoConfig, out: Path, *, force: bool, progress: ProgressFactory, log: Callable[[str], None],
@@ -103,7 +104,7 @@ def run_demo(config: DemoConfig, out: Path, *, force: bool, progress: ProgressFa
         (tmp / "results.md").write_text(render_markdown(result, checks) + "\n")
         (tmp / "paths.json").write_text(json.dumps({**paths, "stage_seconds": seconds}, indent=2) + "\n")
     paths["results"] = str(out)
-    return DemoRun(result, checks, paths, seconds, hits)
+    return DemoRun(result, checks, paths, seconds, hits, config)
 
 
 def render_markdown(result: EvalResult, checks) -> str:

@@ -10,18 +10,17 @@ converter applies to those base weights (rotary layout), so B′A′ lines up wi
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from tiesmerge.adapters.reader import AdapterReader
-from tiesmerge.atomic import check_name_length, disk_error, refuse_overlap, user_path
+from tiesmerge.atomic import check_name_length, disk_error, refuse_overlap, replace_file, user_path
 from tiesmerge.errors import BadInputError
 from tiesmerge.extras import installed
+from tiesmerge.portable import limits
+from tiesmerge.portable.errors import AgentInputError
 
 ARCHS = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2"}  # HF model_type → llama.cpp architecture
 
@@ -45,8 +44,8 @@ def llama_permute(w: torch.Tensor, n_head: int, n_head_kv: int | None = None) ->
 def base_config(base: Path) -> dict:
     path = Path(base) / "config.json"
     try:
-        cfg = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError):
+        cfg = limits.read_json(path, "base config")
+    except AgentInputError:
         raise BadInputError(f"--base {base}: no readable config.json; pass the base model's local folder") from None
     if not isinstance(cfg, dict):
         raise BadInputError(f"--base {base}: config.json is not a JSON object; pass the base model's local folder")
@@ -95,14 +94,14 @@ def export_gguf(adapter: Path, base: Path | None, out: Path, *, force: bool = Fa
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise (disk_error(exc, out) or exc) from None
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent)
-    os.close(fd)
-    try:
-        writer = gguf.GGUFWriter(tmp, arch)
+    count = 0
+
+    def write(tmp: Path) -> None:
+        nonlocal count
+        writer = gguf.GGUFWriter(str(tmp), arch)
         writer.add_type(gguf.GGUFType.ADAPTER)
         writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
         writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(rank))
-        count = 0
         for name, entry in reader.modules.items():
             mapped = names.get_name(name)
             if mapped is None:
@@ -126,11 +125,6 @@ def export_gguf(adapter: Path, base: Path | None, out: Path, *, force: bool = Fa
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        os.replace(tmp, out)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise (disk_error(exc, out) or exc) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    replace_file(out, write)
     return GgufExport(out, rank, arch, count, base)

@@ -12,7 +12,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -34,6 +34,7 @@ class MergeResult:
     modules: tuple[ModuleReport, ...]
     summary: dict
     seconds: float
+    export: Any = None  # the export `merge --export` / tiesmerge.merge(export=…) made, if any
 
 
 def run(job: MergeJob, out_dir: Path, *, force: bool = False, device: torch.device = torch.device("cpu"),

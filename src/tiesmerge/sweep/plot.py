@@ -3,9 +3,10 @@ axis when swept), with the base and every specialist as horizontal reference lin
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Mapping, Sequence
+
+from tiesmerge.atomic import replace_file
 
 
 def plot(rows: Sequence[dict], references: Mapping[str, Mapping[str, float]], domains: Sequence[str], path: Path,
@@ -55,8 +56,7 @@ def plot(rows: Sequence[dict], references: Mapping[str, Mapping[str, float]], do
     axes.flat[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        return replace_file(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    finally:
+        plt.close(fig)

@@ -9,7 +9,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from tiesmerge.atomic import atomic_output_dir, check_output_dir, refuse_overlap
 from tiesmerge.devices import resolve_device
@@ -36,6 +36,7 @@ class SweepRun:
     out: Path
     computed: int  # points evaluated in this run (the rest were resumed)
     seconds: dict
+    config: Any = None  # the SweepConfig it ran
 
 
 # Trains (or reads from the cache) the specialists of a named preset: (base, progress, log) → domain → adapter path.
@@ -121,7 +122,7 @@ def run_sweep(cfg: SweepConfig, out: Path, *, executor: str = "local", ray_addre
     references = _timed(seconds, "validation", validation_stage, sweep, points, pending, executor, ray_address)
     rows, best = select_stage(sweep, points, references)
     preset, result = _timed(seconds, "test", test_stage, sweep, rows, best)
-    return SweepRun(rows, best, preset, result, sweep.out, len(pending), seconds)
+    return SweepRun(rows, best, preset, result, sweep.out, len(pending), seconds, cfg)
 
 
 def _timed(seconds: dict[str, float], name: str, stage: Callable, *args):

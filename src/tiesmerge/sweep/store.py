@@ -9,6 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
+from tiesmerge.atomic import replace_file, write_file
 from tiesmerge.errors import BadInputError
 from tiesmerge.sweep.config import SweepConfig
 
@@ -34,10 +35,8 @@ class SweepStore:
         elif force:
             self.clear()
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".{STAMP}.tmp"
-        tmp.write_text(json.dumps({"config_digest": cfg.digest(),
-                                   "config": cfg.model_dump(mode="json", by_alias=True)}, indent=2, default=str) + "\n")
-        os.replace(tmp, stamp)
+        write_file(stamp, json.dumps({"config_digest": cfg.digest(),
+                                      "config": cfg.model_dump(mode="json", by_alias=True)}, indent=2, default=str) + "\n")
 
     def clear(self) -> None:
         for name in OWNED:
@@ -82,17 +81,18 @@ class SweepStore:
 
     def write_csv(self, rows: list[dict], domains: list[str]) -> Path:
         path = self.root / "results.csv"
-        tmp = path.with_name(".results.csv.tmp")
         cols = ["key", "method", "density", "lambda", "rank", "space", "accuracy_mean", "normalized_mean",
                 "normalized_worst", "normalized_worst_domain", "gain_retention_mean", "retained_energy_mean",
                 "sign_conflict_rate_mean", "selected"] + [f"accuracy_{d}" for d in domains]
-        with open(tmp, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(cols)
-            for r in rows:
-                w.writerow([_fmt(r.get(c, r.get("accuracy", {}).get(c.removeprefix("accuracy_")))) for c in cols])
-        os.replace(tmp, path)
-        return path
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(cols)
+                for r in rows:
+                    w.writerow([_fmt(r.get(c, r.get("accuracy", {}).get(c.removeprefix("accuracy_")))) for c in cols])
+
+        return replace_file(path, write)
 
 
 def _fmt(v) -> str:

@@ -5,13 +5,13 @@ checkpoint from another run (other inputs or settings: another key) is ignored, 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from tiesmerge.atomic import replace_file
 
 TENSORS, STATE = "checkpoint.safetensors", "checkpoint.json"
 
@@ -46,13 +46,7 @@ class Checkpoint:
         self.path.mkdir(parents=True, exist_ok=True)
         for name, write in ((TENSORS, lambda tmp: save_file(tensors, tmp)),
                             (STATE, lambda tmp: Path(tmp).write_text(json.dumps(meta)))):
-            fd, tmp = tempfile.mkstemp(prefix=".ckpt-", dir=self.path)
-            os.close(fd)
-            try:
-                write(tmp)
-                os.replace(tmp, self.path / name)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
+            replace_file(self.path / name, lambda tmp, write=write: write(str(tmp)))
 
     def load(self, optim: torch.optim.Optimizer) -> dict[str, Any] | None:
         """The saved state (the optimizer restored in place; the student's factors under "student", for the caller

@@ -23,10 +23,11 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
+from tiesmerge.calibration.prompts import Prompt, PromptFormat, encode_prompt, truncation_note
 from tiesmerge.choices import Choice
-from tiesmerge.errors import BadInputError
+from tiesmerge.errors import BadInputError, as_bad_input
 from tiesmerge.eval.scoring import logits_at
-from tiesmerge.train.calibration import Prompt, PromptFormat, encode_prompt, truncation_note
+from tiesmerge.portable import limits
 from tiesmerge.train.checkpoint import Checkpoint
 from tiesmerge.train.trainer import _batch
 
@@ -309,7 +310,7 @@ def write_adapter(run: RefineRun, start: Path, out_tmp: Path, report: dict) -> N
     """The student as a plain PEFT LoRA (scale 1, the start's ranks and targets) and its report."""
     from safetensors.torch import save_file
 
-    config = json.loads((Path(start) / "adapter_config.json").read_text())
+    config = as_bad_input(limits.read_json)(Path(start) / "adapter_config.json", "--start config")
     ranks = dict(config.get("rank_pattern") or {})
     config.update(lora_alpha=config["r"], use_rslora=False, alpha_pattern={k: v for k, v in ranks.items()},
                   inference_mode=True)

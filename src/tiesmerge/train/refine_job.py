@@ -9,10 +9,10 @@ from typing import Callable, Mapping, Sequence
 
 from tiesmerge.atomic import atomic_output_dir
 from tiesmerge.cache import adapter_digest, cache_key
+from tiesmerge.calibration.prompts import Prompt, prompts_digest
 from tiesmerge.errors import BadInputError
 from tiesmerge.merge.recipe import Recipe
 from tiesmerge.train import refine as R
-from tiesmerge.train.calibration import Prompt, prompts_digest
 from tiesmerge.train.checkpoint import Checkpoint
 
 

@@ -20,12 +20,12 @@ import torch
 
 from tiesmerge.adapters.reader import AdapterReader
 from tiesmerge.cache import adapter_digest
+from tiesmerge.calibration.prompts import Prompt, PromptFormat, prompts_digest, truncation_note
+from tiesmerge.calibration.statistics import collection_setup, module_name, padded_batches, shared_gram, write_statistics
 from tiesmerge.merge.methods.regmean import OFF_DIAGONAL, regmean_factors
 from tiesmerge.merge.params import LAMBDA
 from tiesmerge.merge.statistics import StatisticsMeta
 from tiesmerge.merge.types import MethodParams
-from tiesmerge.train.calibration import Prompt, PromptFormat, prompts_digest, truncation_note
-from tiesmerge.train.statistics import collection_setup, module_name, padded_batches, shared_gram, write_statistics
 
 _BLOCK = re.compile(r"\.layers\.(\d+)\.")
 

@@ -12,8 +12,8 @@ from typing import Callable, Iterator, Mapping, Sequence
 import torch
 
 from tiesmerge.cache import adapter_digest, cache_dir, cache_key
+from tiesmerge.calibration.prompts import Prompt, PromptFormat, encode_prompt, prompts_digest, truncation_note
 from tiesmerge.merge.statistics import StatisticsMeta
-from tiesmerge.train.calibration import Prompt, PromptFormat, encode_prompt, prompts_digest, truncation_note
 
 STATS_VERSION = 1
 

@@ -1,0 +1,106 @@
+"""What refine distils toward, computed once: each example's target distribution at its matched positions, kept
+compactly (the top-k log-probabilities and their token ids; the rest of the mass as one bucket) instead of a
+teacher pass every step, and the losses against it.
+
+An example is (prompt ids, the teacher's greedy continuation ids). Its matched positions are those predicting the
+continuation's tokens (`kl`, `greedy`) or every position after the first (`kl_all`: the prompt too). The target of an
+example is its teacher — or, for an example the start already answers as the teacher does (its greedy continuation
+equal), the start itself when `keep` is on: distilling there could only move the start away from what it already
+does well (and from what it gained beyond the teacher elsewhere)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from tiesmerge.eval.scoring import logits_at
+from tiesmerge.train.trainer import _batch
+
+Example = tuple[list[int], list[int]]  # (prompt token ids, the teacher's continuation ids)
+TOP_K = 64  # log-probabilities kept per position: on a 49k vocabulary the rest holds < 1e-3 of a trained head's mass
+
+
+def positions(examples: Sequence[Example], pad: int, device, every: bool):
+    """(ids, mask, predicts [B, T] bool: the positions whose next token is matched, the next tokens [M])."""
+    ids, mask, labels = _batch(examples, pad, device)
+    predicts = torch.zeros_like(labels, dtype=torch.bool)
+    if every:  # every position that predicts a real next token: the prompt's and the continuation's (right-padded)
+        predicts[:, :-1] = mask[:, 1:].bool()
+        nxt = ids[:, 1:]
+    else:
+        predicts[:, :-1] = labels[:, 1:] != -100
+        nxt = labels[:, 1:]
+    return ids, mask, predicts, nxt[predicts[:, :-1]]
+
+
+def position_logits(model, examples: Sequence[Example], pad: int, every: bool = False):
+    """(logits [M, V] at the matched positions, the tokens [M] they predict)."""
+    device = next(model.parameters()).device
+    ids, mask, predicts, tokens = positions(examples, pad, device, every)
+    return logits_at(model, predicts, input_ids=ids, attention_mask=mask), tokens
+
+
+@dataclass
+class Target:
+    """One example's target at its matched positions: top-k token ids and log-probabilities ([n, k])."""
+
+    ids: torch.Tensor
+    logprobs: torch.Tensor
+    source: str  # the teacher's adapter name, or "start" (kept)
+
+    @classmethod
+    def from_logits(cls, logits: torch.Tensor, source: str, k: int = TOP_K) -> "Target":
+        logp = torch.log_softmax(logits.float(), -1)
+        top = logp.topk(min(k, logp.shape[-1]), dim=-1)
+        return cls(top.indices.to(torch.int32).cpu(), top.values.cpu(), source)
+
+
+def bucket_kl(student_logits: torch.Tensor, target_ids: torch.Tensor, target_logp: torch.Tensor) -> torch.Tensor:
+    """KL(target ‖ student) per position over k + 1 buckets — the target's top-k tokens and the rest — exact for the
+    coarsened distributions (and equal to the full KL when the top-k hold the whole mass)."""
+    logq = torch.log_softmax(student_logits.float(), -1)
+    q_top = logq.gather(-1, target_ids.long())
+    p_top = target_logp.exp()
+    rest_p = (1 - p_top.sum(-1)).clamp_min(0)
+    rest_q = (1 - q_top.exp().sum(-1)).clamp_min(1e-12)
+    kl = (p_top * (target_logp - q_top)).sum(-1)
+    return kl + torch.where(rest_p > 1e-9, rest_p * (rest_p.clamp_min(1e-12).log() - rest_q.log()),
+                            torch.zeros_like(rest_p))
+
+
+def example_losses(student_logits: torch.Tensor, tokens: torch.Tensor, sizes: Sequence[int],
+                   targets: Sequence[Target], greedy: bool) -> torch.Tensor:
+    """Each example's mean loss over its positions: cross-entropy on the teacher's token (`greedy`, teacher-sourced
+    examples) or KL to its cached target."""
+    out, at = [], 0
+    for n, target in zip(sizes, targets):
+        rows = slice(at, at + n)
+        at += n
+        if greedy and target.source != "start":
+            out.append(torch.nn.functional.cross_entropy(student_logits[rows].float(), tokens[rows]))
+        else:
+            dev = student_logits.device
+            out.append(bucket_kl(student_logits[rows], target.ids.to(dev), target.logprobs.to(dev)).mean())
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def targets_of(model, examples: Sequence[Example], pad: int, source: str, every: bool, batch_size: int = 16,
+               k: int = TOP_K) -> list[Target]:
+    """The cached targets of `examples` under the model's active adapter (one pass, batched)."""
+    out: list[Target] = []
+    for i in range(0, len(examples), batch_size):
+        part = examples[i: i + batch_size]
+        logits, _ = position_logits(model, part, pad, every)
+        at = 0
+        for n in sizes_of(part, every):
+            out.append(Target.from_logits(logits[at: at + n], source, k))
+            at += n
+    return out
+
+
+def sizes_of(examples: Sequence[Example], every: bool) -> list[int]:
+    """How many matched positions each example has (its continuation, or every position after the first)."""
+    return [len(p) + len(c) - 1 if every else len(c) for p, c in examples]
