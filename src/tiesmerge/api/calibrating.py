@@ -44,7 +44,8 @@ def prompt_sets(spec: Recipe, calibration: Mapping[str, Any] | None, size: int, 
 
 def protected_inputs(recipe: Any, spec: Recipe, calibration: Mapping[str, Any] | None = None,
                      test: Optional[PathLike] = None, base: Optional[str] = None,
-                     start: Optional[PathLike] = None) -> dict[str, Optional[Path]]:
+                     start: Optional[PathLike] = None,
+                     validation: Mapping[str, Any] | None = None) -> dict[str, Optional[Path]]:
     """Every file or folder a command reads — adapters, base, recipe, calibration and test files, statistics, the start
     merge — labelled for the overlap refusal (an output may not be, contain or lie inside any of them)."""
     out: dict[str, Optional[Path]] = {
@@ -60,6 +61,37 @@ def protected_inputs(recipe: Any, spec: Recipe, calibration: Mapping[str, Any] |
     for name, value in _sources(calibration).items():
         if not value.startswith("builtin:"):
             out[f"the calibration file of {name!r}"] = Path(value)
+    for name, value in _sources(validation).items():
+        if not value.startswith("builtin:"):
+            out[f"the validation file of {name!r}"] = Path(value)
+    return out
+
+
+def validation_questions(validation: Mapping[str, Any] | None, names: list[str]) -> list:
+    """refine's labelled validation questions, each tagged with its adapter's name as the domain: a question file
+    per adapter, or builtin:DOMAIN:validation (a built-in test split is refused: it is for the final evaluation)."""
+    import dataclasses
+
+    from tiesmerge.eval.loaders import load_questions
+    from tiesmerge.eval.run import collect_questions
+
+    out = []
+    for name, source in _sources(validation).items():
+        if name not in names:
+            raise BadInputError(f"--validation {name}=…: no adapter is named {name!r} ({', '.join(names)})")
+        if source.startswith("builtin:"):
+            _, domain, split = (source.split(":") + ["", ""])[:3]
+            if split in ("test", ""):
+                raise BadInputError(f"--validation {name}={source}: use builtin:{domain}:validation — the test split "
+                                    "is kept for the final evaluation")
+            questions, _ = collect_questions([], builtin=True, split=split, limit=None, skip_invalid=False)
+            questions = [q for q in questions if q.domain == domain]
+            if not questions:
+                raise BadInputError(f"--validation {name}={source}: no built-in {split} questions of domain "
+                                    f"{domain!r}")
+        else:
+            questions = load_questions(Path(source), name).questions
+        out += [dataclasses.replace(q, domain=name) for q in questions]
     return out
 
 
@@ -217,13 +249,17 @@ class Refined:
 def refine(recipe: RecipeLike | None = None, *, output: PathLike, base: str, start: Optional[PathLike] = None,
            adapters: Any = None, calibration: Mapping[str, Any] | None = None, size: int = DEFAULT_SIZE,
            test: Optional[PathLike] = None, restart: bool = False, force: bool = False, device: str = "auto",
-           dtype: str = "auto", load_in_4bit: bool = False, allow_base_mismatch: bool = False, log: Log = _log,
+           dtype: str = "auto", load_in_4bit: bool = False, allow_base_mismatch: bool = False,
+           validation: Mapping[str, Any] | None = None, log: Log = _log,
            progress: Optional[Callable[[int, int, str], None]] = None, command: str = "tiesmerge.refine()",
            **settings: Any) -> Refined:
     """Refine a merged LoRA: train it to reproduce each specialist on that specialist's own unlabeled prompts.
     `start`: the merge to refine (default: the recipe merged as written; Iso-C, core space, rank Σ r when the
-    adapters come from `adapters=`). `settings`: steps, batch_size, lr, tokens, target, prompt_format, heldout,
-    eval_every, patience, seed (tiesmerge.train.refine.RefineSettings). Resumes an interrupted run's checkpoint.
+    adapters come from `adapters=`). `validation`: adapter name → labelled questions you hold back (a file, or
+    builtin:DOMAIN:validation) — then the state kept is the one with the best validation accuracy, and the start
+    when none beats it. `settings`: steps, batch_size, lr, tokens, target (greedy, kl, kl_all), prompt_format,
+    heldout, eval_every, patience, seed, keep, normalize, autocast (tiesmerge.train.refine_settings.RefineSettings).
+    Resumes an interrupted run's checkpoint.
 
     Example:
 
@@ -233,8 +269,8 @@ def refine(recipe: RecipeLike | None = None, *, output: PathLike, base: str, sta
     """
     from tiesmerge.adapters.compat import check_base
     from tiesmerge.adapters.reader import AdapterReader
-    from tiesmerge.train.refine import RefineSettings, RefineTarget
     from tiesmerge.train.refine_job import run_refine
+    from tiesmerge.train.refine_settings import RefineSettings, RefineTarget
 
     known = set(RefineSettings.__dataclass_fields__)
     unknown = sorted(set(settings) - known)
@@ -252,6 +288,7 @@ def refine(recipe: RecipeLike | None = None, *, output: PathLike, base: str, sta
                                  **{k: v for k, v in defaults.items() if k != "rank"},
                                  output={"rank": defaults["rank"]} if defaults else None), log)
     prompts = prompt_sets(spec, calibration, size, test)
+    held_back = validation_questions(validation, [a.name for a in spec.adapters])
     start = Path(start) if start is not None else None
     if start is not None and not (start / "adapter_config.json").is_file():
         raise BadInputError(f"--start {start}: no adapter_config.json (give a merged adapter's folder)")
@@ -259,9 +296,9 @@ def refine(recipe: RecipeLike | None = None, *, output: PathLike, base: str, sta
     check_base(readers + ([AdapterReader(start, "--start")] if start is not None else []), spec.base_model,
                spec.allow_base_mismatch)
     out = check_output_dir(Path(output), force)
-    refuse_overlap(out, protected_inputs(recipe, spec, calibration, test, base, start),
+    refuse_overlap(out, protected_inputs(recipe, spec, calibration, test, base, start, validation),
                    "write the refined adapter elsewhere")
     result = run_refine(spec, prompts, run_settings, base=base, start=start, output=out, force=force,
                         restart=restart, device=device, dtype=dtype, load_in_4bit=load_in_4bit, log=log,
-                        progress=progress, command=command)
+                        progress=progress, command=command, validation=held_back)
     return Refined(Path(output), result["report"], result["lines"])

@@ -88,7 +88,17 @@ def refine(
     lr: float = typer.Option(1e-3, "--lr", help="AdamW learning rate"),
     tokens: int = typer.Option(6, "--tokens", help="length of each teacher continuation that is matched"),
     target: str = typer.Option("greedy", "--target", help="greedy (cross-entropy on the teacher's greedy "
-                               "continuation) or kl (KL to the teacher's distribution at those positions)"),
+                               "continuation), kl (KL to the teacher's distribution at those positions) or kl_all "
+                               "(KL at every position, the prompt's too); teacher outputs are computed once"),
+    keep: bool = typer.Option(True, "--keep/--no-keep", help="a prompt the start already continues as its teacher "
+                              "does is distilled toward the start itself (keeps what the start does well)"),
+    normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="divide each teacher's loss by the "
+                                   "start's held-out loss on it, so no teacher drowns the others"),
+    autocast: bool = typer.Option(False, "--autocast/--no-autocast", help="bfloat16 forward passes (AVX-512 BF16 "
+                                  "CPUs, CUDA); factors and optimizer stay float32"),
+    validation: List[str] = typer.Option([], "--validation", help="NAME=FILE: labelled questions you hold back "
+                                         "for adapter NAME's domain (or builtin:DOMAIN:validation): the state with "
+                                         "the best validation accuracy is kept — the start if none beats it"),
     heldout: float = typer.Option(0.1, "--heldout", help="share of each adapter's prompts held out for early "
                                   "stopping and the agreement report"),
     eval_every: int = typer.Option(25, "--eval-every", help="steps between held-out evaluations (and checkpoints)"),
@@ -121,6 +131,8 @@ def refine(
                       calibration=name_value_pairs(calibration, "--calibration"), size=size, test=test,
                       restart=restart, force=force, device=device, dtype=dtype, load_in_4bit=load_in_4bit,
                       allow_base_mismatch=allow_base_mismatch, log=_log,
+                      validation=name_value_pairs(validation, "--validation"), keep=keep, normalize=normalize,
+                      autocast=autocast,
                       command=" ".join(["tiesmerge", *sys.argv[1:]]), steps=steps, batch_size=batch_size, lr=lr,
                       tokens=tokens, target=target, prompt_format=prompt_format, heldout=heldout,
                       eval_every=eval_every, patience=patience, seed=seed)

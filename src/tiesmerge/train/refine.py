@@ -3,10 +3,14 @@ prompts (teacher = the base with the specialist's adapter active; student = the 
 adapters switched). The output is still a plain PEFT LoRA of the start's rank and targets, with scale 1.
 
 Target (`RefineTarget`): `greedy` — cross-entropy on the teacher's greedy continuation of each prompt (K tokens,
-generated once); `kl` — KL(teacher ‖ student) over the vocabulary at those same positions (the teacher runs each
-step). Held-out prompts of every adapter drive early stopping and the report: per adapter, the share of
-continuation tokens where the student's top token equals the teacher's, and of prompts where all of them do (the
-student's greedy continuation is then the teacher's).
+generated once); `kl` — KL(teacher ‖ student) at those positions; `kl_all` — KL at every position, the prompt's too.
+Teacher distributions are computed once and cached compactly (train/teacher.py), so no teacher runs during training.
+`keep`: a prompt the start already continues as its teacher does is distilled toward the start itself (what the
+start does well is kept). `normalize`: each teacher's loss is divided by the start's held-out loss on it, so a
+teacher the start is far from does not drown the others. Held-out prompts of every adapter drive selection and
+early stopping — or, given `validation` questions (labelled, held back by the user), their accuracy does; the
+state kept is the best seen, so when nothing beats the start, the start is returned (and the report says so).
+`autocast`: forward passes in bfloat16 (AVX-512 BF16 CPUs, CUDA), the factors and optimizer in float32.
 
 Deterministic: the batch of step s is a pure function of (seed, s), so a run resumed from its checkpoint (student
 and optimizer state, written in safetensors + JSON, never pickled) continues exactly as an uninterrupted one."""
@@ -17,145 +21,70 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import torch
 
-from tiesmerge.calibration.prompts import Prompt, PromptFormat, encode_prompt, truncation_note
-from tiesmerge.choices import Choice
+from tiesmerge.calibration.prompts import Prompt, PromptFormat, truncation_note
 from tiesmerge.errors import BadInputError, as_bad_input
-from tiesmerge.eval.scoring import logits_at
 from tiesmerge.portable import limits
+from tiesmerge.train import teacher as T
 from tiesmerge.train.checkpoint import Checkpoint
-from tiesmerge.train.trainer import _batch
+from tiesmerge.train.refine_settings import RefineSettings, RefineTarget  # noqa: F401 (re-exported)
+from tiesmerge.train.teacher import STUDENT, Example, agreement, teacher_continuations  # noqa: F401 (re-exported)
+from tiesmerge.train.teacher import activate as _activate
 
-STUDENT = "tiesmerge_student"
-REFINE_VERSION = 1
-
-
-class RefineTarget(Choice):
-    greedy = "greedy"  # cross-entropy on the teacher's greedy continuation
-    kl = "kl"  # KL(teacher ‖ student) on the vocabulary at the continuation's positions
+REFINE_VERSION = 2  # 2: cached targets, keep, per-teacher weights, validation selection
 
 
-@dataclass(frozen=True)
-class RefineSettings:
-    steps: int = 150
-    batch_size: int = 16
-    lr: float = 1e-3
-    tokens: int = 6  # length of the teacher's continuation that is matched
-    target: RefineTarget = RefineTarget.greedy
-    prompt_format: PromptFormat = PromptFormat.cloze
-    heldout: float = 0.1  # share of each adapter's prompts held out (at least 1, at most 64)
-    eval_every: int = 25
-    patience: int = 3  # evaluations without a better held-out loss before stopping
-    seed: int = 0
-
-    def check(self) -> None:
-        for name in ("steps", "batch_size", "tokens", "eval_every"):
-            if getattr(self, name) < 1:
-                raise BadInputError(f"refine {name.replace('_', '-')} must be at least 1")
-        if not (math.isfinite(self.lr) and 0 < self.lr < 1):
-            raise BadInputError(f"refine --lr must be in (0, 1), got {self.lr}")
-        if not 0 < self.heldout < 1:
-            raise BadInputError(f"refine --heldout must be a share in (0, 1), got {self.heldout}")
-        if self.patience < 1:
-            raise BadInputError("refine --patience must be at least 1")
-
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d["target"], d["prompt_format"] = self.target.value, self.prompt_format.value
-        return d
-
-
-Example = tuple[list[int], list[int]]  # (prompt token ids, the teacher's continuation ids)
-
-
-def _activate(peft_model, name: str) -> None:
-    """Make `name` the active adapter; only the student's factors are ever trainable (PEFT's set_adapter
-    flags the active adapter's)."""
-    peft_model.set_adapter(name)
-    for pname, p in peft_model.named_parameters():
-        p.requires_grad_(f".{STUDENT}." in pname)
-
-
-@torch.no_grad()
-def teacher_continuations(peft_model, tokenizer, name: str, texts: Sequence[str], tokens: int,
-                          batch_size: int = 16) -> list[Example]:
-    """Each prompt's greedy continuation under adapter `name` (cut after an end-of-sequence token)."""
-    _activate(peft_model, name)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    eos = tokenizer.eos_token_id
-    device = next(peft_model.parameters()).device
-    out: list[Example] = []
-    for i in range(0, len(texts), batch_size):
-        rows = [encode_prompt(tokenizer, t) for t in texts[i: i + batch_size]]
-        if any(not r for r in rows):
-            raise BadInputError("a calibration prompt encodes to no tokens")
-        width = max(len(r) for r in rows)
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
-        gen = peft_model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=tokens, do_sample=False,
-                                  pad_token_id=pad, temperature=None, top_p=None, top_k=None)[:, width:]
-        for r, g in zip(rows, gen.tolist()):
-            cont = []
-            for t in g:
-                cont.append(t)
-                if t == eos:
-                    break
-            out.append((r, cont))
-    return out
-
-
-def _positions_logits(model, examples: Sequence[Example], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits [M, V] where each position predicts a continuation token, those M target tokens)."""
+def autocast(settings: RefineSettings, model):
+    """bfloat16 forward passes when `settings.autocast` (a no-op context otherwise)."""
     device = next(model.parameters()).device
-    ids, mask, labels = _batch(examples, pad, device)
-    predicts = torch.zeros_like(labels, dtype=torch.bool)
-    predicts[:, :-1] = labels[:, 1:] != -100
-    return logits_at(model, predicts, input_ids=ids, attention_mask=mask), labels[:, 1:][predicts[:, :-1]]
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.autocast)
 
 
-def _loss(peft_model, examples: Sequence[Example], owners: Sequence[str], pad: int, target: RefineTarget):
-    _activate(peft_model, STUDENT)
-    logits, tokens = _positions_logits(peft_model, examples, pad)
-    if target is RefineTarget.greedy:
-        return torch.nn.functional.cross_entropy(logits, tokens)
-    teacher = torch.empty_like(logits)
-    sizes = [len(cont) for _, cont in examples]
-    offsets = [sum(sizes[:i]) for i in range(len(sizes))]
-    with torch.no_grad():
-        for name in dict.fromkeys(owners):  # one teacher pass per adapter in the batch
-            idx = [i for i, o in enumerate(owners) if o == name]
-            _activate(peft_model, name)
-            t_logits, _ = _positions_logits(peft_model, [examples[i] for i in idx], pad)
-            rows = torch.cat([torch.arange(offsets[i], offsets[i] + sizes[i]) for i in idx]).to(logits.device)
-            teacher[rows] = t_logits
-    _activate(peft_model, STUDENT)
-    return torch.nn.functional.kl_div(torch.log_softmax(logits, -1), torch.log_softmax(teacher, -1),
-                                      log_target=True, reduction="batchmean")
+def _loss(run: "RefineRun", slots: Sequence[tuple[str, int]], settings: RefineSettings) -> torch.Tensor:
+    """The batch's loss: each example's loss against its cached target, weighted by its teacher's weight."""
+    _activate(run.peft_model, STUDENT)
+    batch = [run.examples[name][i] for name, i in slots]
+    every = settings.target is RefineTarget.kl_all
+    with autocast(settings, run.peft_model):
+        logits, tokens = T.position_logits(run.peft_model, batch, run.pad, every)
+    losses = T.example_losses(logits, tokens, T.sizes_of(batch, every), [run.targets[n][i] for n, i in slots],
+                              settings.target is RefineTarget.greedy)
+    weights = torch.tensor([run.weights[n] for n, _ in slots], dtype=losses.dtype, device=losses.device)
+    return (weights * losses).mean()
 
 
 @torch.no_grad()
-def agreement(peft_model, examples: Sequence[Example], pad: int, batch_size: int = 32) -> dict:
-    """Teacher-forced agreement of the student with the teacher's continuation: loss, token share, whole-sequence
-    share (every token's argmax equal: the student's greedy continuation is the teacher's)."""
-    _activate(peft_model, STUDENT)
-    nll, tokens_ok, tokens, seq_ok = 0.0, 0, 0, 0
-    for i in range(0, len(examples), batch_size):
-        part = examples[i: i + batch_size]
-        logits, target = _positions_logits(peft_model, part, pad)
-        nll += float(torch.nn.functional.cross_entropy(logits, target, reduction="sum"))
-        hit = (logits.argmax(-1) == target).tolist()
-        tokens_ok, tokens = tokens_ok + sum(hit), tokens + len(hit)
-        at = 0
-        for _, cont in part:
-            seq_ok += all(hit[at: at + len(cont)])
-            at += len(cont)
-    return {"loss": nll / max(tokens, 1), "token_agreement": tokens_ok / max(tokens, 1),
-            "sequence_agreement": seq_ok / max(len(examples), 1), "prompts": len(examples)}
+def objective(run: "RefineRun", settings: RefineSettings, name: str, batch_size: int = 32) -> float:
+    """Adapter `name`'s mean held-out loss against its targets (the training loss, unweighted)."""
+    _activate(run.peft_model, STUDENT)
+    every = settings.target is RefineTarget.kl_all
+    idx = run.heldout[name]
+    total = 0.0
+    for i in range(0, len(idx), batch_size):
+        part = idx[i: i + batch_size]
+        batch = [run.examples[name][j] for j in part]
+        with autocast(settings, run.peft_model):
+            logits, tokens = T.position_logits(run.peft_model, batch, run.pad, every)
+        total += float(T.example_losses(logits, tokens, T.sizes_of(batch, every), [run.targets[name][j] for j in part],
+                                        settings.target is RefineTarget.greedy).sum())
+    return total / max(len(idx), 1)
+
+
+def teacher_weights(start_losses: Mapping[str, float], normalize: bool) -> dict[str, float]:
+    """Per-teacher loss weights: 1 / the start's held-out loss on that teacher (floored at 1e-3 of the largest, so a
+    teacher the start already matches cannot take the whole weight), scaled to mean 1 — each teacher then starts
+    at the same weighted loss. Without `normalize`, 1 each."""
+    if not normalize:
+        return {n: 1.0 for n in start_losses}
+    floor = max(max(start_losses.values(), default=0.0) * 1e-3, 1e-8)
+    raw = {n: 1.0 / max(v, floor) for n, v in start_losses.items()}
+    mean = sum(raw.values()) / len(raw)
+    return {n: v / mean for n, v in raw.items()}
 
 
 def split_heldout(n: int, share: float, seed: int, name: str) -> tuple[list[int], list[int]]:
@@ -210,7 +139,7 @@ def load_student_state(peft_model, state: Mapping[str, torch.Tensor]) -> None:
 
 @dataclass
 class RefineRun:
-    """Everything a refine needs, prepared (the base loaded, specialists attached, prompts rendered)."""
+    """Everything a refine needs, prepared (the base loaded, the targets cached, prompts rendered)."""
 
     peft_model: object
     tokenizer: object
@@ -219,10 +148,15 @@ class RefineRun:
     train: dict[str, list[int]]
     heldout: dict[str, list[int]]
     pad: int
+    targets: dict[str, list[T.Target]] = field(default_factory=dict)  # per adapter, per prompt
+    weights: dict[str, float] = field(default_factory=dict)
+    kept: dict[str, int] = field(default_factory=dict)  # prompts whose target is the start itself
+    validation: list = field(default_factory=list)  # labelled questions (eval.questions.Question), optional
 
 
 def prepare(model, tokenizer, start: Path, specialists: Mapping[str, Path], prompts: Mapping[str, Sequence[Prompt]],
-            settings: RefineSettings, log: Callable[[str], None]) -> RefineRun:
+            settings: RefineSettings, log: Callable[[str], None], validation: Sequence = ()) -> RefineRun:
+    """Load the teachers and the start, cache every target once, then drop the teachers (never run again)."""
     from tiesmerge.eval.models import load_adapter
 
     peft_model = None
@@ -232,32 +166,110 @@ def prepare(model, tokenizer, start: Path, specialists: Mapping[str, Path], prom
     fold_student_scale(peft_model)
     peft_model.eval()  # no dropout: teacher and student are deterministic
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    examples, train, heldout = {}, {}, {}
+    every = settings.target is RefineTarget.kl_all
+    run = RefineRun(peft_model, tokenizer, list(specialists), {}, {}, {}, pad, validation=list(validation))
     for name in specialists:
         texts = [p.render(tokenizer, settings.prompt_format) for p in prompts[name]]
         if (note := truncation_note(tokenizer, name, texts)) is not None:
             log(note)
         t0 = time.perf_counter()
-        examples[name] = teacher_continuations(peft_model, tokenizer, name, texts, settings.tokens)
-        train[name], heldout[name] = split_heldout(len(texts), settings.heldout, settings.seed, name)
-        log(f"teacher {name}: {len(texts)} continuations ({time.perf_counter() - t0:.0f} s), "
-            f"{len(heldout[name])} held out")
-        if settings.target is RefineTarget.greedy:  # its continuations are all the training needs of it
-            peft_model.delete_adapter(name)
-    return RefineRun(peft_model, tokenizer, list(specialists), examples, train, heldout, pad)
+        with autocast(settings, peft_model):
+            run.examples[name] = teacher_continuations(peft_model, tokenizer, name, texts, settings.tokens)
+            if settings.target is RefineTarget.greedy:
+                run.targets[name] = [T.Target(torch.empty(0, 0, dtype=torch.int32), torch.empty(0, 0), name)
+                                     for _ in texts]
+            else:
+                _activate(peft_model, name)
+                run.targets[name] = T.targets_of(peft_model, run.examples[name], pad, name, every)
+        run.train[name], run.heldout[name] = split_heldout(len(texts), settings.heldout, settings.seed, name)
+        log(f"teacher {name}: {len(texts)} targets ({time.perf_counter() - t0:.0f} s), "
+            f"{len(run.heldout[name])} held out")
+    for name in specialists:
+        peft_model.delete_adapter(name)  # every target is cached: the teachers never run again
+    _activate(peft_model, STUDENT)
+    if settings.keep:
+        _keep_what_the_start_does(run, settings, every)
+    return run
 
 
-def evaluate(run: RefineRun) -> dict[str, dict]:
-    return {n: agreement(run.peft_model, [run.examples[n][i] for i in run.heldout[n]], run.pad) for n in run.names}
+@torch.no_grad()
+def _keep_what_the_start_does(run: RefineRun, settings: RefineSettings, every: bool, batch_size: int = 16) -> None:
+    """Prompts whose teacher continuation the start already produces (every token its argmax) get the start's own
+    distribution as their target."""
+    for name in run.names:
+        examples, kept = run.examples[name], 0
+        for i in range(0, len(examples), batch_size):
+            part = examples[i: i + batch_size]
+            with autocast(settings, run.peft_model):
+                logits, tokens = T.position_logits(run.peft_model, part, run.pad)
+            hit, at = (logits.argmax(-1) == tokens).tolist(), 0
+            same = []
+            for j, (_, cont) in enumerate(part):
+                if all(hit[at: at + len(cont)]):
+                    same.append(i + j)
+                at += len(cont)
+            if same:
+                with autocast(settings, run.peft_model):
+                    own = T.targets_of(run.peft_model, [examples[j] for j in same], run.pad, "start", every)
+                for j, target in zip(same, own):
+                    run.targets[name][j] = target
+                kept += len(same)
+        run.kept[name] = kept
 
 
-def mean_loss(scores: Mapping[str, dict]) -> float:
-    return sum(s["loss"] for s in scores.values()) / len(scores)
+def evaluate(run: RefineRun, settings: RefineSettings | None = None) -> dict[str, dict]:
+    """Per adapter: held-out agreement with its teacher's continuation (and, given settings, the held-out objective)."""
+    out = {n: agreement(run.peft_model, [run.examples[n][i] for i in run.heldout[n]], run.pad) for n in run.names}
+    if settings is not None:
+        for n in run.names:
+            out[n]["objective"] = objective(run, settings, n)
+    return out
+
+
+def mean_loss(scores: Mapping[str, dict], weights: Mapping[str, float] | None = None) -> float:
+    """The selection loss: the weighted mean of the adapters' held-out objectives (agreement loss without them)."""
+    key = "objective" if all("objective" in s for s in scores.values()) else "loss"
+    return sum((weights or {}).get(n, 1.0) * s[key] for n, s in scores.items()) / len(scores)
+
+
+@torch.no_grad()
+def validation_accuracy(run: RefineRun, settings: RefineSettings) -> dict[str, float] | None:
+    """The student's accuracy per domain on the user's labelled validation questions (None without them)."""
+    if not run.validation:
+        return None
+    from tiesmerge.eval.cloze import score_cloze
+    from tiesmerge.eval.scoring import score_letters
+
+    _activate(run.peft_model, STUDENT)
+    score = score_letters if settings.prompt_format is PromptFormat.letters else score_cloze
+    with autocast(settings, run.peft_model):
+        preds = score(run.peft_model, run.tokenizer, run.validation)
+    by: dict[str, list[bool]] = {}
+    for p in preds:
+        by.setdefault(p.domain, []).append(p.predicted == p.gold)
+    return {d: sum(v) / len(v) for d, v in sorted(by.items())}
+
+
+def _point(run: RefineRun, settings: RefineSettings, step: int) -> dict:
+    """One held-out evaluation: the agreement scores, the selection loss and (given them) validation accuracy."""
+    scores = evaluate(run, settings)
+    acc = validation_accuracy(run, settings)
+    return {"step": step, "scores": scores, "loss": mean_loss(scores, run.weights),
+            "accuracy": None if acc is None else sum(acc.values()) / len(acc), "accuracy_by_domain": acc}
+
+
+def _better(new: Mapping, best: Mapping) -> bool:
+    """Higher validation accuracy when there is validation (then lower loss on a tie); else lower loss."""
+    if new["accuracy"] is not None and best["accuracy"] is not None:
+        if abs(new["accuracy"] - best["accuracy"]) > 1e-9:
+            return new["accuracy"] > best["accuracy"]
+    return new["loss"] < best["loss"] - 1e-6
 
 
 def train(run: RefineRun, settings: RefineSettings, checkpoint: Checkpoint | None = None,
           progress: Callable[[int, int, str], None] | None = None, log: Callable[[str], None] = lambda m: None) -> dict:
-    """Train the student; returns the report. The student ends holding its best state (lowest held-out loss)."""
+    """Train the student; returns the report. The student ends holding its best state (the start when nothing was
+    better on the held-out prompts — or on the validation questions when given)."""
     pm = run.peft_model
     _activate(pm, STUDENT)
     params = [p for n, p in pm.named_parameters() if f".{STUDENT}." in n]
@@ -265,22 +277,26 @@ def train(run: RefineRun, settings: RefineSettings, checkpoint: Checkpoint | Non
     state = checkpoint.load(optim) if checkpoint is not None else None
     if state is not None:
         load_student_state(pm, state.pop("student"))
+        run.weights = dict(state["weights"])
     if state is None:
-        start_scores = evaluate(run)
-        state = {"step": 0, "history": [{"step": 0, "loss": mean_loss(start_scores)}], "start": start_scores,
-                 "best": {"step": 0, "loss": mean_loss(start_scores)}, "best_state": student_state(pm), "stale": 0}
+        run.weights = {n: 1.0 for n in run.names}
+        first = _point(run, settings, 0)
+        run.weights = teacher_weights({n: s["objective"] for n, s in first["scores"].items()}, settings.normalize)
+        first["loss"] = mean_loss(first["scores"], run.weights)
+        state = {"step": 0, "history": [_entry(first)], "start": first["scores"], "weights": run.weights,
+                 "best": _entry(first), "best_state": student_state(pm), "stale": 0}
     else:
         log(f"resumed from step {state['step']} ({checkpoint.path})")
     begin = time.perf_counter()
     step = state["step"]
     while step < settings.steps and state["stale"] < settings.patience:
         slots = batch_for(step, settings, run.train)
-        batch = [run.examples[name][i] for name, i in slots]
         pm.train()
-        loss = _loss(pm, batch, [name for name, _ in slots], run.pad, settings.target)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optim.step()
+        loss = _loss(run, slots, settings)
+        if float(loss.detach()) > 1e-7:  # a batch the student already matches exactly (every target kept) has
+            loss.backward()  # only rounding noise for a gradient, which Adam would blow up to full-size steps
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optim.step()
         optim.zero_grad(set_to_none=True)
         pm.eval()
         if not math.isfinite(float(loss.detach())):
@@ -290,20 +306,32 @@ def train(run: RefineRun, settings: RefineSettings, checkpoint: Checkpoint | Non
         if progress:
             progress(step, settings.steps, f"loss {float(loss.detach()):.3f}")
         if step % settings.eval_every == 0 or step == settings.steps:
-            scores = evaluate(run)
-            held = mean_loss(scores)
-            state["history"].append({"step": step, "loss": held, "train_loss": float(loss.detach())})
-            if held < state["best"]["loss"] - 1e-6:
-                state["best"], state["best_state"], state["stale"] = {"step": step, "loss": held}, student_state(pm), 0
+            point = _point(run, settings, step)
+            state["history"].append({**_entry(point), "train_loss": float(loss.detach())})
+            if _better(point, state["best"]):
+                state["best"], state["best_state"], state["stale"] = _entry(point), student_state(pm), 0
             else:
                 state["stale"] += 1
             if checkpoint is not None:
                 checkpoint.save(student_state(pm), optim, state)
     load_student_state(pm, state["best_state"])
-    final = evaluate(run)
+    final = evaluate(run, settings)
     stopped = "early (held-out loss stopped improving)" if state["stale"] >= settings.patience else "step budget"
+    returned_start = state["best"]["step"] == 0
+    if returned_start:
+        log("refine: no state beat the start on the held-out "
+            f"{'validation questions' if run.validation else 'prompts'}; the start is returned unchanged")
     return {"start": state["start"], "final": final, "best_step": state["best"]["step"], "steps_run": step,
-            "stopped": stopped, "history": state["history"], "seconds": round(time.perf_counter() - begin, 2)}
+            "stopped": stopped, "returned_start": returned_start, "weights": run.weights, "kept": run.kept,
+            "validation": {"start": state["history"][0].get("accuracy_by_domain"),
+                           "best": state["best"].get("accuracy_by_domain")} if run.validation else None,
+            "history": state["history"], "seconds": round(time.perf_counter() - begin, 2)}
+
+
+def _entry(point: Mapping) -> dict:
+    """A history entry (plain JSON): step, selection loss, validation accuracy."""
+    return {"step": point["step"], "loss": point["loss"], "accuracy": point["accuracy"],
+            "accuracy_by_domain": point["accuracy_by_domain"]}
 
 
 def write_adapter(run: RefineRun, start: Path, out_tmp: Path, report: dict) -> None:
@@ -330,6 +358,14 @@ def describe(report: Mapping) -> list[str]:
         s = report["start"][name]
         lines.append(f"{name}: token agreement {s['token_agreement']:.1%} → {end['token_agreement']:.1%}, "
                      f"whole continuation {s['sequence_agreement']:.1%} → {end['sequence_agreement']:.1%} "
-                     f"({end['prompts']} held-out prompts)")
+                     f"({end['prompts']} held-out prompts"
+                     + (f"; {report['kept'][name]} prompts kept as the start does them" if report.get("kept") else "")
+                     + ")")
+    if report.get("validation"):
+        v = report["validation"]
+        lines.append("validation accuracy: " + ", ".join(f"{d} {v['start'][d]:.1%} → {v['best'][d]:.1%}"
+                                                         for d in v["start"]))
+    if report.get("returned_start"):
+        lines.append("no gain over the start: the start is returned unchanged")
     return lines
 

@@ -50,14 +50,15 @@ def check_finite_start(start: Path) -> None:
 def run_refine(spec: Recipe, prompts: Mapping[str, Sequence[Prompt]], settings: R.RefineSettings, *, base: str,
                start: Path | None, output: Path, force: bool = False, restart: bool = False, device: str = "auto",
                dtype: str = "auto", load_in_4bit: bool = False, log: Callable[[str], None] = lambda m: None,
-               progress: Callable[[int, int, str], None] | None = None, command: str | None = None) -> dict:
+               progress: Callable[[int, int, str], None] | None = None, command: str | None = None,
+               validation: Sequence = ()) -> dict:
     ckpt_dir = checkpoint_dir(Path(output))
     if restart:
         Checkpoint(ckpt_dir, "").remove()
     fresh = not ckpt_dir.exists()
     try:
         start_path, report, run, key = _train(spec, prompts, settings, base, start, ckpt_dir, device, dtype, load_in_4bit,
-                                              log, progress, command)
+                                              log, progress, command, validation)
     except BaseException:
         # interrupted or failed before any checkpoint was saved (start-up: the start merge, loading, the teachers):
         # nothing to resume, so nothing is left beside the output
@@ -69,11 +70,13 @@ def run_refine(spec: Recipe, prompts: Mapping[str, Sequence[Prompt]], settings: 
     with atomic_output_dir(Path(output), force) as tmp:
         R.write_adapter(run, start_path, tmp, report)
     Checkpoint(ckpt_dir, key).remove()
-    lines = R.describe({"start": report["start_agreement"], "final": report["final"]})
+    lines = R.describe({"start": report["start_agreement"], "final": report["final"], "kept": report["kept"],
+                        "returned_start": report["returned_start"], "validation": report["validation"]})
     return {"report": report, "lines": lines}
 
 
-def _train(spec, prompts, settings, base, start, ckpt_dir, device, dtype, load_in_4bit, log, progress, command):
+def _train(spec, prompts, settings, base, start, ckpt_dir, device, dtype, load_in_4bit, log, progress, command,
+           validation):
     """The start merge, the base and teachers, the training: (start, report, run, checkpoint key)."""
     from tiesmerge.eval.models import load_base
 
@@ -81,9 +84,10 @@ def _train(spec, prompts, settings, base, start, ckpt_dir, device, dtype, load_i
     check_finite_start(start_path)
     adapters = {a.name: a.path for a in spec.adapters}
     key = cache_key("refine", R.REFINE_VERSION, base, dtype, load_in_4bit, settings.as_dict(), adapter_digest(start_path),
-                    [(n, adapter_digest(p), prompts_digest(prompts[n], settings.prompt_format)) for n, p in adapters.items()])
+                    [(n, adapter_digest(p), prompts_digest(prompts[n], settings.prompt_format)) for n, p in adapters.items()],
+                    [(q.id, q.domain, q.question, list(q.choices), q.answer) for q in validation])
     model, tok = load_base(base, dtype=dtype, device=device, load_in_4bit=load_in_4bit)
-    run = R.prepare(model, tok, start_path, adapters, prompts, settings, log)
+    run = R.prepare(model, tok, start_path, adapters, prompts, settings, log, validation)
     try:
         report = R.train(run, settings, Checkpoint(ckpt_dir, key), progress=progress or _plain_progress(log), log=log)
     except KeyboardInterrupt:

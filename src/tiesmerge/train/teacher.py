@@ -15,11 +15,22 @@ from typing import Sequence
 
 import torch
 
+from tiesmerge.calibration.prompts import encode_prompt
+from tiesmerge.errors import BadInputError
 from tiesmerge.eval.scoring import logits_at
 from tiesmerge.train.trainer import _batch
 
 Example = tuple[list[int], list[int]]  # (prompt token ids, the teacher's continuation ids)
+STUDENT = "tiesmerge_student"  # the adapter name of the merge being refined
 TOP_K = 64  # log-probabilities kept per position: on a 49k vocabulary the rest holds < 1e-3 of a trained head's mass
+
+
+def activate(peft_model, name: str) -> None:
+    """Make `name` the active adapter; only the student's factors are ever trainable (PEFT's set_adapter
+    flags the active adapter's)."""
+    peft_model.set_adapter(name)
+    for pname, p in peft_model.named_parameters():
+        p.requires_grad_(f".{STUDENT}." in pname)
 
 
 def positions(examples: Sequence[Example], pad: int, device, every: bool):
@@ -104,3 +115,51 @@ def targets_of(model, examples: Sequence[Example], pad: int, source: str, every:
 def sizes_of(examples: Sequence[Example], every: bool) -> list[int]:
     """How many matched positions each example has (its continuation, or every position after the first)."""
     return [len(p) + len(c) - 1 if every else len(c) for p, c in examples]
+
+
+@torch.no_grad()
+def teacher_continuations(peft_model, tokenizer, name: str, texts: Sequence[str], tokens: int,
+                          batch_size: int = 16) -> list[Example]:
+    """Each prompt's greedy continuation under adapter `name` (cut after an end-of-sequence token)."""
+    activate(peft_model, name)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    eos = tokenizer.eos_token_id
+    device = next(peft_model.parameters()).device
+    out: list[Example] = []
+    for i in range(0, len(texts), batch_size):
+        rows = [encode_prompt(tokenizer, t) for t in texts[i: i + batch_size]]
+        if any(not r for r in rows):
+            raise BadInputError("a calibration prompt encodes to no tokens")
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+        gen = peft_model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=tokens, do_sample=False,
+                                  pad_token_id=pad, temperature=None, top_p=None, top_k=None)[:, width:]
+        for r, g in zip(rows, gen.tolist()):
+            cont = []
+            for t in g:
+                cont.append(t)
+                if t == eos:
+                    break
+            out.append((r, cont))
+    return out
+
+
+@torch.no_grad()
+def agreement(peft_model, examples: Sequence[Example], pad: int, batch_size: int = 32) -> dict:
+    """Teacher-forced agreement of the student with the teacher's continuation: loss, token share, whole-sequence
+    share (every token's argmax equal: the student's greedy continuation is the teacher's)."""
+    activate(peft_model, STUDENT)
+    nll, tokens_ok, tokens, seq_ok = 0.0, 0, 0, 0
+    for i in range(0, len(examples), batch_size):
+        part = examples[i: i + batch_size]
+        logits, target = position_logits(peft_model, part, pad)
+        nll += float(torch.nn.functional.cross_entropy(logits, target, reduction="sum"))
+        hit = (logits.argmax(-1) == target).tolist()
+        tokens_ok, tokens = tokens_ok + sum(hit), tokens + len(hit)
+        at = 0
+        for _, cont in part:
+            seq_ok += all(hit[at: at + len(cont)])
+            at += len(cont)
+    return {"loss": nll / max(tokens, 1), "token_agreement": tokens_ok / max(tokens, 1),
+            "sequence_agreement": seq_ok / max(len(examples), 1), "prompts": len(examples)}
