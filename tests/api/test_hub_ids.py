@@ -108,3 +108,16 @@ def test_paths_that_are_not_hub_ids_are_left_to_the_reader(hub, tmp_path):
     res = run_cli("inspect", "./org/none", "a/b/c", "/abs/x")
     assert res.exit_code == 2 and "path does not exist" in res.stderr and "Hugging Face" not in res.stderr
     shutil.rmtree(hub)
+
+
+def test_a_broken_adapter_from_the_hub_cache_is_named_by_its_id_not_its_snapshot_hash(hub):
+    cfg = hub / "models--org--ada" / "snapshots" / MAIN / "adapter_config.json"
+    cfg.write_text('{"r": 0, "lora_alpha": 8, "target_modules": ["q_proj"], "peft_type": "LORA"}')
+    res = run_cli("inspect", "org/ada", "org/adb")
+    assert res.exit_code == 2
+    error = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and error[0].startswith("error: invalid: adapter 'org/ada':"), res.stderr
+    with pytest.raises(tiesmerge.BadInputError, match="^adapter 'org/ada':"):
+        tiesmerge.inspect(["org/ada", "org/adb"])
+    seen = tiesmerge.inspect("org/adb")
+    assert seen.compatible and seen.adapters[0]["name"] == "org/adb"

@@ -49,6 +49,9 @@ def test_demo_runs_caches_and_rebuilds_only_what_changed(tiny_base, tmp_path):
     # the refined row: that merge refined on 4 train prompts per specialist, same rank, scale 1
     refined = json.loads(open(first.paths["merge refine"] + "/refine_report.json").read())
     assert refined["start"] == first.paths["merge iso_c"] and refined["prompts"] == {"math": 4, "humanities": 4}
+    # chosen on the built-in validation split (2 per domain at n_per_domain 20), never below its start there
+    v = refined["validation"]
+    assert set(v["start"]) == {"math", "humanities"} and sum(v["best"].values()) >= sum(v["start"].values())
     cfg_out = json.loads(open(first.paths["merge refine"] + "/adapter_config.json").read())
     iso_cfg = json.loads(open(first.paths["merge iso_c"] + "/adapter_config.json").read())
     assert cfg_out["r"] == cfg_out["lora_alpha"] == iso_cfg["r"] and not cfg_out["use_rslora"]

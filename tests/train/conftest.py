@@ -32,6 +32,18 @@ def specialists(steer_base, tmp_path_factory) -> dict[str, Path]:
             "b": make_peft_adapter(steer_base, root / "b", seed=2, r=2, alpha=2, rslora=False)}
 
 
+@pytest.fixture(scope="session")
+def start(specialists, tmp_path_factory) -> Path:
+    """A TIES merge of the two specialists (rank 6): refine's start."""
+    from tests.cli.helpers import run_cli
+
+    out = tmp_path_factory.mktemp("start") / "ties"
+    res = run_cli("merge", "--adapter", f"a={specialists['a']}:0.5", "--adapter", f"b={specialists['b']}:0.5",
+                  "--density", "0.5", "--rank", "6", "-o", out)
+    assert res.exit_code == 0, res.stderr
+    return out
+
+
 def question_file(path: Path, stem: str, n: int, answer=lambda i: "ABCD"[i % 4], diverse: bool = True) -> Path:
     """n questions: diverse — texts with many distinct characters (the layer inputs span their space); else one
     template with a number (a specialist then behaves alike on all of them, so held-out prompts are learnable)."""

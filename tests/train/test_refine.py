@@ -16,15 +16,6 @@ from tiesmerge.calibration.prompts import Prompt, PromptFormat
 from tiesmerge.train import refine as R
 
 
-@pytest.fixture(scope="module")
-def start(specialists, tmp_path_factory):
-    out = tmp_path_factory.mktemp("start") / "ties"
-    res = run_cli("merge", "--adapter", f"a={specialists['a']}:0.5", "--adapter", f"b={specialists['b']}:0.5",
-                  "--density", "0.5", "--rank", "6", "-o", out)
-    assert res.exit_code == 0, res.stderr
-    return out
-
-
 def refine_args(steer_base, specialists, start, qa, qb, out, *extra):
     return ["refine", "--start", start, "--base", steer_base, "--device", "cpu", "--adapter", f"a={specialists['a']}",
             "--adapter", f"b={specialists['b']}", "--calibration", f"a={qa}", "--calibration", f"b={qb}",
@@ -35,7 +26,7 @@ def refine_args(steer_base, specialists, start, qa, qb, out, *extra):
 def test_refine_raises_agreement_and_writes_a_plain_scale_one_lora(steer_base, specialists, start, tmp_path):
     qa, qb = question_file(tmp_path / "a.jsonl", "alpha", 24, diverse=False), question_file(tmp_path / "b.jsonl", "beta", 24, diverse=False)
     out = tmp_path / "refined"
-    res = run_cli(*refine_args(steer_base, specialists, start, qa, qb, out))
+    res = run_cli(*refine_args(steer_base, specialists, start, qa, qb, out, "--target", "greedy"))
     assert res.exit_code == 0, res.stderr
     report = json.loads((out / "refine_report.json").read_text())
     for name in ("a", "b"):

@@ -18,15 +18,6 @@ from tiesmerge.train import refine as R
 from tiesmerge.train import teacher as T
 
 
-@pytest.fixture(scope="module")
-def start(specialists, tmp_path_factory):
-    out = tmp_path_factory.mktemp("start") / "ties"
-    res = run_cli("merge", "--adapter", f"a={specialists['a']}:0.5", "--adapter", f"b={specialists['b']}:0.5",
-                  "--density", "0.5", "--rank", "6", "-o", out)
-    assert res.exit_code == 0, res.stderr
-    return out
-
-
 def prompts_of(tmp_path, n=16):
     files = {"a": question_file(tmp_path / "a.jsonl", "alpha", n, diverse=False),
              "b": question_file(tmp_path / "b.jsonl", "beta", n, diverse=False)}
@@ -104,11 +95,14 @@ def test_keep_leaves_a_student_that_already_equals_its_teacher_unchanged(steer_b
     the loss and its gradient are 0 and nothing moves; without keep the greedy target still sharpens it."""
     prompts = {"a": prompts_of(tmp_path)["a"]}
     teacher_only = {"a": specialists["a"]}
-    run, kept = run_refine(steer_base, specialists["a"], teacher_only, prompts, keep=True, steps=10, eval_every=5)
+    greedy = R.RefineTarget.greedy
+    run, kept = run_refine(steer_base, specialists["a"], teacher_only, prompts, keep=True, steps=10, eval_every=5,
+                           target=greedy)
     assert run.kept["a"] == len(prompts["a"])
     assert all(abs(h.get("train_loss", 0.0)) < 1e-6 for h in kept["history"]), kept["history"]
     assert kept["returned_start"] and kept["best_step"] == 0  # no gain: the start is what is kept
-    _, moved = run_refine(steer_base, specialists["a"], teacher_only, prompts, keep=False, steps=10, eval_every=5)
+    _, moved = run_refine(steer_base, specialists["a"], teacher_only, prompts, keep=False, steps=10, eval_every=5,
+                          target=greedy)
     assert max(h.get("train_loss", 0.0) for h in moved["history"]) > 1e-3
 
 
@@ -169,3 +163,22 @@ def test_bf16_autocast_agrees_with_float32(steer_base, specialists, start, tmp_p
         got = R.objective(run32, fp32, name)
         assert got == pytest.approx(r32["final"][name]["objective"], rel=0.02)
         assert got < r32["start"][name]["objective"]
+
+
+def test_cli_validation_flag_selects_and_refuses_the_test_split(steer_base, specialists, start, tmp_path):
+    qa = question_file(tmp_path / "qa.jsonl", "alpha", 16, diverse=False)
+    qb = question_file(tmp_path / "qb.jsonl", "beta", 16, diverse=False)
+    va = question_file(tmp_path / "va.jsonl", "alpha-val", 6)
+    common = ["refine", "--start", start, "--base", steer_base, "--device", "cpu", "--adapter", f"a={specialists['a']}",
+              "--adapter", f"b={specialists['b']}", "--calibration", f"a={qa}", "--calibration", f"b={qb}",
+              "--steps", "10", "--eval-every", "5", "--lr", "1e-2"]
+    res = run_cli(*common, "--validation", f"a={va}", "-o", tmp_path / "r")
+    assert res.exit_code == 0, res.stderr
+    assert "validation accuracy: a " in res.stdout
+    report = json.loads((tmp_path / "r" / "refine_report.json").read_text())
+    assert set(report["validation"]["start"]) == {"a"} and report["settings"]["keep"] is True
+    for value, words in (("a=builtin:math:test", "test split is kept for the final evaluation"),
+                         (f"c={va}", "no adapter is named 'c'")):
+        bad = run_cli(*common, "--validation", value, "-o", tmp_path / "bad")
+        assert bad.exit_code == 2 and words in bad.stderr, bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()

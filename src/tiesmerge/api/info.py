@@ -52,7 +52,10 @@ def inspect(paths: PathLike | Sequence[PathLike], *, allow_base_mismatch: bool =
     for path in paths:
         try:
             folder = hub.resolve(str(path), "adapter", log=log)
-            reader = AdapterReader(folder, folder.name or str(folder))
+            # a Hub id is named by the id, not by its snapshot folder (a commit hash)
+            name = str(path) if hub.hub_id(str(path)) is not None and folder != Path(str(path)) else \
+                (folder.name or str(folder))
+            reader = AdapterReader(folder, name)
         except BadInputError as exc:
             if strict:
                 raise

@@ -10,10 +10,11 @@ from typing import List, Optional
 import typer
 
 from tiesmerge import api
-from tiesmerge.api.types import DEFAULT_SIZE, PromptFormat
+from tiesmerge.api.types import DEFAULT_SIZE, PromptFormat, RefineSettings
 from tiesmerge.cli.common import guarded, name_value_pairs
 from tiesmerge.cli.recipe_flags import adapters_from_flags
 
+_R = RefineSettings()  # refine's flags default to the library's settings (one place for each default)
 CAL_HELP = "NAME=FILE: adapter NAME's own unlabeled prompts (.jsonl/.json/.csv questions, .txt lines, or " \
            "builtin:DOMAIN:SPLIT); answers are never read. Repeat per adapter (or `calibration:` in the recipe)"
 
@@ -83,26 +84,26 @@ def refine(
     size: int = typer.Option(DEFAULT_SIZE, "--calibration-size", help="prompts per adapter (a seeded sample above it)"),
     prompt_format: PromptFormat = typer.Option(PromptFormat.cloze, "--prompt-format", help="how a question is shown: "
                                                "cloze (`Question: …\\nAnswer:`) or letters (options, chat template)"),
-    steps: int = typer.Option(150, "--steps", help="step budget (optimizer steps)"),
-    batch_size: int = typer.Option(16, "--batch-size", help="prompts per step, the adapters in turn"),
-    lr: float = typer.Option(1e-3, "--lr", help="AdamW learning rate"),
-    tokens: int = typer.Option(6, "--tokens", help="length of each teacher continuation that is matched"),
-    target: str = typer.Option("greedy", "--target", help="greedy (cross-entropy on the teacher's greedy "
+    steps: int = typer.Option(_R.steps, "--steps", help="step budget (optimizer steps)"),
+    batch_size: int = typer.Option(_R.batch_size, "--batch-size", help="prompts per step, the adapters in turn"),
+    lr: float = typer.Option(_R.lr, "--lr", help="AdamW learning rate"),
+    tokens: int = typer.Option(_R.tokens, "--tokens", help="length of each teacher continuation that is matched"),
+    target: str = typer.Option(_R.target.value, "--target", help="greedy (cross-entropy on the teacher's greedy "
                                "continuation), kl (KL to the teacher's distribution at those positions) or kl_all "
                                "(KL at every position, the prompt's too); teacher outputs are computed once"),
-    keep: bool = typer.Option(True, "--keep/--no-keep", help="a prompt the start already continues as its teacher "
+    keep: bool = typer.Option(_R.keep, "--keep/--no-keep", help="a prompt the start already continues as its teacher "
                               "does is distilled toward the start itself (keeps what the start does well)"),
-    normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="divide each teacher's loss by the "
+    normalize: bool = typer.Option(_R.normalize, "--normalize/--no-normalize", help="divide each teacher's loss by the "
                                    "start's held-out loss on it, so no teacher drowns the others"),
-    autocast: bool = typer.Option(False, "--autocast/--no-autocast", help="bfloat16 forward passes (AVX-512 BF16 "
+    autocast: bool = typer.Option(_R.autocast, "--autocast/--no-autocast", help="bfloat16 forward passes (AVX-512 BF16 "
                                   "CPUs, CUDA); factors and optimizer stay float32"),
     validation: List[str] = typer.Option([], "--validation", help="NAME=FILE: labelled questions you hold back "
                                          "for adapter NAME's domain (or builtin:DOMAIN:validation): the state with "
                                          "the best validation accuracy is kept — the start if none beats it"),
-    heldout: float = typer.Option(0.1, "--heldout", help="share of each adapter's prompts held out for early "
+    heldout: float = typer.Option(_R.heldout, "--heldout", help="share of each adapter's prompts held out for early "
                                   "stopping and the agreement report"),
-    eval_every: int = typer.Option(25, "--eval-every", help="steps between held-out evaluations (and checkpoints)"),
-    patience: int = typer.Option(3, "--patience", help="evaluations without a better held-out loss before stopping"),
+    eval_every: int = typer.Option(_R.eval_every, "--eval-every", help="steps between held-out evaluations (and checkpoints)"),
+    patience: int = typer.Option(_R.patience, "--patience", help="evaluations without a better held-out loss before stopping"),
     seed: int = typer.Option(0, "--seed", help="seed of the held-out split and the batch order"),
     test: Optional[Path] = typer.Option(None, "--test", help="your evaluation's test questions: refuse prompts that "
                                         "leak them"),

@@ -47,6 +47,9 @@ class DemoConfig(BaseModel):
     refine_steps: int = Field(150, ge=0, description="refine the subspace merge on each specialist's own train "
                               "prompts (no answers) for this many steps: one more row (0: no refined row)")
     refine_prompts: int = Field(256, ge=2, description="calibration prompts per specialist for the refined row")
+    refine_validation: int = Field(100, ge=0, description="labelled validation questions per domain (the built-in "
+                                   "validation split, never the test split) that choose the refined state — the "
+                                   "start when none beats it; 0: choose on held-out teacher agreement alone")
     mode: Literal["cloze", "letters"] = Field(
         "cloze", description="cloze: specialists learn to write the answer and are scored by each choice's "
         "likelihood (what a 135M model can learn in minutes); letters: options shown, the answer letter is "

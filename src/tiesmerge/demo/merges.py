@@ -132,8 +132,11 @@ def peft_scaling_fixed(peft_dir: Path, root: Path | None = None) -> tuple[Path, 
 
 
 def refined_merge(config: DemoConfig, adapters: Mapping[str, Path], digests: Mapping[str, str], start: Path,
-                  train_sets: Mapping[str, list], log: Callable[[str], None], root: Path | None = None):
-    """The subspace merge refined on each specialist's own train prompts (texts only: answers are never read)."""
+                  train_sets: Mapping[str, list], log: Callable[[str], None], root: Path | None = None,
+                  validation_sets: Mapping[str, list] | None = None):
+    """The subspace merge refined on each specialist's own train prompts (texts only: answers are never read); the
+    state kept is chosen on the built-in validation questions (labelled, held back from training and the test)."""
+    import dataclasses
     from dataclasses import replace
 
     from tiesmerge.calibration.prompts import Prompt, budget, prompts_digest
@@ -145,14 +148,16 @@ def refined_merge(config: DemoConfig, adapters: Mapping[str, Path], digests: Map
                for d in adapters}
     spec = Recipe.model_validate({"method": config.subspace_method, "space": "core",
                                   "adapters": [{"name": n, "path": str(p)} for n, p in adapters.items()]})
+    validation = [dataclasses.replace(q, domain=d) for d, qs in (validation_sets or {}).items() for q in qs]
     key = cache_key("refine", MERGE_VERSION, config.base, settings.as_dict(), adapter_digest(start),
-                    [(n, digests[n], prompts_digest(prompts[n], settings.prompt_format)) for n in adapters])
+                    [(n, digests[n], prompts_digest(prompts[n], settings.prompt_format)) for n in adapters],
+                    [(q.id, q.domain) for q in validation])
 
     def build(tmp: Path) -> None:
         log(f"refining the {config.subspace_method} merge on {config.refine_prompts} train prompts per specialist "
             f"({config.refine_steps} steps, ~5 min here)")
         run_refine(spec, prompts, settings, base=config.base, start=start, output=tmp / "adapter", force=True,
-                   device="cpu", dtype="float32", log=log)
+                   device="cpu", dtype="float32", log=log, validation=validation)
         for f in (tmp / "adapter").iterdir():
             f.rename(tmp / f.name)
         (tmp / "adapter").rmdir()

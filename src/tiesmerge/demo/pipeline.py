@@ -68,7 +68,9 @@ def run_demo(config: DemoConfig, out: Path, *, force: bool, progress: ProgressFa
             log(f"reused {method} merge: {merged[method]}")
     if config.refine_steps:
         merged["refine"], hit = refined_merge(config, specs, digests, merged[config.subspace_method],
-                                              {d: sets["train"][d] for d in config.domains}, log, cache_root)
+                                              {d: sets["train"][d] for d in config.domains}, log, cache_root,
+                                              {d: sets["validation"][d][:config.refine_validation]
+                                               for d in config.domains})
         if hit:
             log(f"reused refined merge: {merged['refine']}")
     merged["peft_ties_svd"], hit = peft_ties_svd(config, specs, digests, log, cache_root)
