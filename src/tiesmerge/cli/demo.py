@@ -29,7 +29,7 @@ def demo(
     ties_svd) and evaluate everything on the built-in test split.
 
     Specialists, merges and evaluations are cached in the user cache ($TIESMERGE_CACHE) under keys of
-    their settings: the first run trains and evaluates (about 19 minutes on 2 CPU cores), a second run
+    their settings: the first run trains and evaluates (about 19 minutes on 2 CPU cores, timed before 2026-12-07's refine), a second run
     reads everything back (seconds), and a changed setting rebuilds only what depends on it.
 
     Example: tiesmerge demo --out demo-results --limit 50   (a quicker, rougher look)
