@@ -44,6 +44,7 @@ VARIANTS = {  # name → settings over quality_calibrated.REFINE (150 steps, bat
     "greedy + keep + norm": dict(target=RefineTarget.greedy, keep=True, normalize=True, autocast=True),
     "kl + keep + norm": dict(target=RefineTarget.kl, keep=True, normalize=True, autocast=True),
     "kl_all + keep + norm": dict(target=RefineTarget.kl_all, keep=True, normalize=True, autocast=True),
+    "kl_all + keep + norm fp32 (default)": dict(target=RefineTarget.kl_all, keep=True, normalize=True, autocast=False),
     "greedy + keep + norm, validation": dict(target=RefineTarget.greedy, keep=True, normalize=True, autocast=True,
                                              validation=True),
 }
@@ -71,7 +72,10 @@ def refine(spec_paths, start: Path, prompts, settings, validation, log) -> tuple
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--suite", choices=["skills", "domain"], default="skills")
+    ap.add_argument("--suite", choices=["skills", "domain", "knowledge"], default="skills")
+    ap.add_argument("--domains", type=int, default=8, help="knowledge suite: number of specialists")
+    ap.add_argument("--multitask", action="store_true", help="also the multi-task LoRA at rank Σr (the ceiling: one "
+                    "LoRA trained on every specialist's train data at once; cached)")
     ap.add_argument("--variants", default="all")
     ap.add_argument("--start", default="TIES (core)", help="the data-free candidate whose merge is the start")
     ap.add_argument("--density", type=float, default=1.0, help="the start's density (the suite's validation choice)")
@@ -83,7 +87,8 @@ def main() -> int:
     log = bq.log
     names = list(VARIANTS) if args.variants == "all" else [v.strip() for v in args.variants.split(",")]
     t_all = time.perf_counter()
-    sx = bq.skills_suite() if args.suite == "skills" else bq.domain_suite()
+    sx = (bq.knowledge_suite(args.domains) if args.suite == "knowledge"
+          else bq.skills_suite() if args.suite == "skills" else bq.domain_suite())
     domains, specs = list(sx.data["test"]), sx.specs
     test_qs = [q for d in domains for q in sx.data["test"][d]]
     val_qs = {d: sx.data["validation"][d] for d in domains}
@@ -99,6 +104,15 @@ def main() -> int:
     rows = [{"variant": f"start: {cand.label} d{args.density}", **bq.summary(bq.by_domain(start_flags, test_qs),
                                                                             base_acc, spec_acc)}]
     flags = {"start": start_flags}
+    if args.multitask:
+        from quality_ceilings import train_multitask
+
+        mt_path, mt_s = train_multitask(sx, exact, bq.BASE, log)
+        f = bq.correct(session, f"multitask r{exact}", mt_path)
+        flags["multitask"] = f
+        rows.append({"variant": f"multi-task LoRA r{exact} (ceiling)", "train_s": mt_s,
+                     "vs_start": bq.paired(f, start_flags),
+                     **bq.summary(bq.by_domain(f, test_qs), base_acc, spec_acc)})
     prompts = qc.train_prompts(sx.data, domains, 256)
     import dataclasses
 
@@ -115,6 +129,7 @@ def main() -> int:
                      "returned_start": report.get("returned_start"), "kept": report.get("kept"),
                      "vs_start": bq.paired(f, start_flags),
                      "vs_old": bq.paired(f, flags[names[0]]) if name != names[0] and names[0] in flags else None,
+                     "vs_multitask": bq.paired(f, flags["multitask"]) if "multitask" in flags else None,
                      **bq.summary(bq.by_domain(f, test_qs), base_acc, spec_acc)})
     out = {"suite": sx.name, "domains": domains, "n_test_per_domain": len(test_qs) // len(domains),
            "base": base_acc, "specialists": spec_acc, "rows": rows, "seconds": round(time.perf_counter() - t_all)}
@@ -123,7 +138,7 @@ def main() -> int:
     print(f"\n{sx.name} suite, {len(test_qs) // len(domains)} test questions per domain, start {cand.label} "
           f"d{args.density} rank {exact}")
     print(f"{'variant':<36} {'acc %':>6} {'kept %':>7} {'worst %':>16} {'− start (95% CI)':>22} {'− old':>20} "
-          f"{'refine s':>8}")
+          f"{'refine s':>8} {'− multi-task':>20}")
     for r in rows:
         w = r["retention_worst"]
 
@@ -132,7 +147,7 @@ def main() -> int:
 
         print(f"{r['variant']:<36} {100 * r['mean_accuracy']:6.1f} {100 * r['retention_mean']:7.1f} "
               f"{(w[0] + ' ' + format(100 * w[1], '.1f')) if w else '':>16} {ci(r.get('vs_start')):>22} "
-              f"{ci(r.get('vs_old')):>20} {r.get('refine_s', ''):>8}")
+              f"{ci(r.get('vs_old')):>20} {r.get('refine_s', ''):>8} {ci(r.get('vs_multitask')):>20}")
     return 0
 
 

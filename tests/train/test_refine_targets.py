@@ -58,9 +58,12 @@ def test_a_cached_teacher_output_equals_a_fresh_teacher_pass(steer_base, special
                 logp = torch.log_softmax(teacher(input_ids=torch.tensor([prompt + cont])).logits[0].float(), -1)
             first = 0 if every else len(prompt) - 1
             rows = logp[first: len(prompt) + len(cont) - 1]
-            top = rows.topk(cached.ids.shape[1], dim=-1)
-            assert torch.equal(cached.ids.long(), top.indices)
-            torch.testing.assert_close(cached.logprobs, top.values, atol=2e-5, rtol=0)
+            # the cached log-probabilities are the fresh pass's at the cached ids, and those ids are a top-k of it
+            # (tokens whose log-probs tie within rounding may swap places at the k-th rank)
+            torch.testing.assert_close(cached.logprobs, rows.gather(-1, cached.ids.long()), atol=2e-5, rtol=0)
+            outside = rows.scatter(-1, cached.ids.long(), float("-inf")).max(-1).values
+            assert (outside <= cached.logprobs.min(-1).values + 2e-5).all()
+            assert torch.equal(cached.ids[:, 0].long(), rows.argmax(-1))
             # the bucketed KL of the student against the cached target equals the full-vocabulary KL when the
             # target keeps the whole vocabulary, and stays within 1e-3 of it at k = 64
             student = torch.randn_like(rows) * 3
@@ -70,6 +73,34 @@ def test_a_cached_teacher_output_equals_a_fresh_teacher_pass(steer_base, special
             torch.testing.assert_close(T.bucket_kl(student, whole.ids, whole.logprobs), full, atol=1e-4, rtol=1e-4)
             assert (T.bucket_kl(student, cached.ids, cached.logprobs) - full).abs().max() < 1e-3 + 1e-2 * full.max()
         assert set(run.peft_model.peft_config) == {R.STUDENT}
+
+
+def test_one_pass_teacher_continues_as_generate_does(steer_base, specialists):
+    """teach() decodes greedily itself (prompt logits from the prefill, the rest from cached decoding steps, prompts
+    of different lengths left-padded in one batch): its continuations are HF generate's, prompt by prompt."""
+    from peft import PeftModel
+
+    from tiesmerge.calibration.prompts import encode_prompt
+    from tiesmerge.eval.models import load_base
+
+    model, tok = load_base(str(steer_base), device="cpu")
+    teacher = PeftModel.from_pretrained(model, str(specialists["a"]), adapter_name="a").eval()
+    texts = ["alpha", "alpha beta gamma delta epsilon", "beta", "gamma delta", "alpha alpha alpha alpha alpha alpha"]
+    examples, targets = T.teach(teacher, tok, "a", texts, 5, True, batch_size=3)
+    assert len(targets) == len(texts)
+    for text, (prompt, cont), target in zip(texts, examples, targets):
+        ids = encode_prompt(tok, text)
+        assert prompt == ids
+        with torch.no_grad():
+            gen = teacher.generate(input_ids=torch.tensor([ids]), max_new_tokens=5, do_sample=False,
+                                   pad_token_id=tok.pad_token_id or 0)[0, len(ids):].tolist()
+        if tok.eos_token_id in gen:
+            gen = gen[: gen.index(tok.eos_token_id) + 1]
+        assert cont == gen
+        assert target.ids.shape[0] == len(prompt) + len(cont) - 1  # every position after the first
+        with torch.no_grad():  # and its targets are an unpadded full pass's, position by position
+            logp = torch.log_softmax(teacher(input_ids=torch.tensor([prompt + cont])).logits[0, :-1].float(), -1)
+        torch.testing.assert_close(target.logprobs, logp.gather(-1, target.ids.long()), atol=1e-4, rtol=1e-4)
 
 
 def test_per_teacher_normalisation_equalises_teachers_100x_apart():

@@ -58,21 +58,9 @@ def _loss(run: "RefineRun", slots: Sequence[tuple[str, int]], settings: RefineSe
     return (weights * losses).mean()
 
 
-@torch.no_grad()
 def objective(run: "RefineRun", settings: RefineSettings, name: str, batch_size: int = 32) -> float:
     """Adapter `name`'s mean held-out loss against its targets (the training loss, unweighted)."""
-    _activate(run.peft_model, STUDENT)
-    every = settings.target is RefineTarget.kl_all
-    idx = run.heldout[name]
-    total = 0.0
-    for i in range(0, len(idx), batch_size):
-        part = idx[i: i + batch_size]
-        batch = [run.examples[name][j] for j in part]
-        with autocast(settings, run.peft_model):
-            logits, tokens = T.position_logits(run.peft_model, batch, run.pad, every)
-        total += float(T.example_losses(logits, tokens, T.sizes_of(batch, every), [run.targets[name][j] for j in part],
-                                        settings.target is RefineTarget.greedy).sum())
-    return total / max(len(idx), 1)
+    return heldout_scores(run, settings, name, batch_size)["objective"]
 
 
 def teacher_weights(start_losses: Mapping[str, float], normalize: bool) -> dict[str, float]:
@@ -174,13 +162,10 @@ def prepare(model, tokenizer, start: Path, specialists: Mapping[str, Path], prom
             log(note)
         t0 = time.perf_counter()
         with autocast(settings, peft_model):
-            run.examples[name] = teacher_continuations(peft_model, tokenizer, name, texts, settings.tokens)
-            if settings.target is RefineTarget.greedy:
-                run.targets[name] = [T.Target(torch.empty(0, 0, dtype=torch.int32), torch.empty(0, 0), name)
-                                     for _ in texts]
-            else:
-                _activate(peft_model, name)
-                run.targets[name] = T.targets_of(peft_model, run.examples[name], pad, name, every)
+            run.examples[name], targets = T.teach(peft_model, tokenizer, name, texts, settings.tokens,
+                                                  None if settings.target is RefineTarget.greedy else every)
+        run.targets[name] = targets if targets is not None else [
+            T.Target(torch.empty(0, 0, dtype=torch.int32), torch.empty(0, 0), name) for _ in texts]
         run.train[name], run.heldout[name] = split_heldout(len(texts), settings.heldout, settings.seed, name)
         log(f"teacher {name}: {len(texts)} targets ({time.perf_counter() - t0:.0f} s), "
             f"{len(run.heldout[name])} held out")
@@ -193,37 +178,49 @@ def prepare(model, tokenizer, start: Path, specialists: Mapping[str, Path], prom
 
 
 @torch.no_grad()
-def _keep_what_the_start_does(run: RefineRun, settings: RefineSettings, every: bool, batch_size: int = 16) -> None:
+def _keep_what_the_start_does(run: RefineRun, settings: RefineSettings, every: bool, batch_size: int = 32) -> None:
     """Prompts whose teacher continuation the start already produces (every token its argmax) get the start's own
-    distribution as their target."""
+    distribution as their target (read from the same pass)."""
     for name in run.names:
         examples, kept = run.examples[name], 0
         for i in range(0, len(examples), batch_size):
             part = examples[i: i + batch_size]
             with autocast(settings, run.peft_model):
-                logits, tokens = T.position_logits(run.peft_model, part, run.pad)
-            hit, at = (logits.argmax(-1) == tokens).tolist(), 0
-            same = []
-            for j, (_, cont) in enumerate(part):
-                if all(hit[at: at + len(cont)]):
-                    same.append(i + j)
-                at += len(cont)
-            if same:
-                with autocast(settings, run.peft_model):
-                    own = T.targets_of(run.peft_model, [examples[j] for j in same], run.pad, "start", every)
-                for j, target in zip(same, own):
-                    run.targets[name][j] = target
-                kept += len(same)
+                logits, tokens = T.position_logits(run.peft_model, part, run.pad, every)
+            at = 0
+            for j, ((_, cont), n) in enumerate(zip(part, T.sizes_of(part, every))):
+                rows = logits[at: at + n]
+                if bool((rows[n - len(cont):].argmax(-1) == tokens[at + n - len(cont): at + n]).all()):
+                    run.targets[name][i + j] = T.Target.from_logits(rows, "start")
+                    kept += 1
+                at += n
         run.kept[name] = kept
+
+
+@torch.no_grad()
+def heldout_scores(run: RefineRun, settings: RefineSettings, name: str, batch_size: int = 32) -> dict:
+    """Adapter `name`'s held-out agreement with its teacher's continuation and its held-out objective (the training
+    loss, unweighted), from one pass."""
+    _activate(run.peft_model, STUDENT)
+    every, greedy = settings.target is RefineTarget.kl_all, settings.target is RefineTarget.greedy
+    idx = run.heldout[name]
+    totals, objective_sum = [0.0, 0, 0, 0], 0.0
+    for i in range(0, len(idx), batch_size):
+        part_idx = idx[i: i + batch_size]
+        part = [run.examples[name][j] for j in part_idx]
+        with autocast(settings, run.peft_model):
+            logits, tokens = T.position_logits(run.peft_model, part, run.pad, every)
+        objective_sum += float(T.example_losses(logits, tokens, T.sizes_of(part, every),
+                                                [run.targets[name][j] for j in part_idx], greedy).sum())
+        totals = [x + y for x, y in zip(totals, T.agreement_counts(logits, tokens, part, every))]
+    return {**T.agreement_summary(*totals, len(idx)), "objective": objective_sum / max(len(idx), 1)}
 
 
 def evaluate(run: RefineRun, settings: RefineSettings | None = None) -> dict[str, dict]:
     """Per adapter: held-out agreement with its teacher's continuation (and, given settings, the held-out objective)."""
-    out = {n: agreement(run.peft_model, [run.examples[n][i] for i in run.heldout[n]], run.pad) for n in run.names}
     if settings is not None:
-        for n in run.names:
-            out[n]["objective"] = objective(run, settings, n)
-    return out
+        return {n: heldout_scores(run, settings, n) for n in run.names}
+    return {n: agreement(run.peft_model, [run.examples[n][i] for i in run.heldout[n]], run.pad) for n in run.names}
 
 
 def mean_loss(scores: Mapping[str, dict], weights: Mapping[str, float] | None = None) -> float:

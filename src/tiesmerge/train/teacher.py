@@ -18,6 +18,7 @@ import torch
 from tiesmerge.calibration.prompts import encode_prompt
 from tiesmerge.errors import BadInputError
 from tiesmerge.eval.scoring import logits_at
+from tiesmerge.portable.letters import left_padded, plain_lm_head
 from tiesmerge.train.trainer import _batch
 
 Example = tuple[list[int], list[int]]  # (prompt token ids, the teacher's continuation ids)
@@ -117,32 +118,101 @@ def sizes_of(examples: Sequence[Example], every: bool) -> list[int]:
     return [len(p) + len(c) - 1 if every else len(c) for p, c in examples]
 
 
+def _step(model, ids, mask, pos, past, select):
+    """One cached forward pass: (float32 logits [M, V] at the true positions of `select` [B, T], the cache)."""
+    if plain_lm_head(model):  # the vocabulary-sized head at the selected positions only
+        out = model.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=past,
+                                  use_cache=True)
+        return model.get_output_embeddings()(out.last_hidden_state[select]).float(), out.past_key_values
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True)
+    return out.logits[select].float(), out.past_key_values
+
+
 @torch.no_grad()
-def teacher_continuations(peft_model, tokenizer, name: str, texts: Sequence[str], tokens: int,
-                          batch_size: int = 16) -> list[Example]:
-    """Each prompt's greedy continuation under adapter `name` (cut after an end-of-sequence token)."""
+def teach(peft_model, tokenizer, name: str, texts: Sequence[str], tokens: int, every: bool | None,
+          batch_size: int = 32, k: int = TOP_K) -> tuple[list[Example], list[Target] | None]:
+    """Each prompt's greedy continuation under adapter `name` (cut after an end-of-sequence token) and — unless
+    `every` is None — its target at the matched positions (`every`: the prompt's too), from the same pass: the
+    prompt's logits come from the prefill, the continuation's from the decoding steps, so no second teacher pass."""
     activate(peft_model, name)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     eos = tokenizer.eos_token_id
     device = next(peft_model.parameters()).device
-    out: list[Example] = []
+    examples: list[Example] = []
+    targets: list[Target] | None = None if every is None else []
     for i in range(0, len(texts), batch_size):
         rows = [encode_prompt(tokenizer, t) for t in texts[i: i + batch_size]]
         if any(not r for r in rows):
             raise BadInputError("a calibration prompt encodes to no tokens")
-        width = max(len(r) for r in rows)
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
-        gen = peft_model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=tokens, do_sample=False,
-                                  pad_token_id=pad, temperature=None, top_p=None, top_k=None)[:, width:]
-        for r, g in zip(rows, gen.tolist()):
+        ids, mask = left_padded(rows, pad, device)
+        pos = (mask.cumsum(-1) - 1).clamp_min(0)  # left padding must not shift positions
+        select = mask.bool() if every else torch.zeros_like(mask, dtype=torch.bool)
+        select[:, -1] = True  # the last position predicts the continuation's first token
+        logits, past = _step(peft_model, ids, mask, pos, None, select)
+        prompt_rows = list(logits.split(select.sum(-1).tolist()))
+        nxt = torch.stack([r[-1] for r in prompt_rows]).argmax(-1)
+        generated, step_logits = [nxt], []
+        done = nxt == eos if eos is not None else torch.zeros_like(nxt, dtype=torch.bool)
+        ones = torch.ones(len(rows), 1, dtype=torch.bool, device=device)
+        for _ in range(1, tokens):
+            if bool(done.all()):
+                break
+            mask = torch.cat([mask, ones.to(mask.dtype)], 1)
+            pos = pos[:, -1:] + 1
+            lg, past = _step(peft_model, nxt[:, None], mask, pos, past, ones)
+            step_logits.append(lg)
+            nxt = lg.argmax(-1)
+            generated.append(nxt)
+            if eos is not None:
+                done = done | (nxt == eos)
+        gen = torch.stack(generated, 1).tolist()
+        for j, (r, g) in enumerate(zip(rows, gen)):
             cont = []
             for t in g:
                 cont.append(t)
                 if t == eos:
                     break
-            out.append((r, cont))
+            examples.append((r, cont))
+            if targets is not None:
+                later = [step_logits[s][j] for s in range(len(cont) - 1)]
+                mine = torch.cat([prompt_rows[j], *(x[None] for x in later)]) if later else prompt_rows[j]
+                targets.append(Target.from_logits(mine, name, k))
+    return examples, targets
+
+
+def teacher_continuations(peft_model, tokenizer, name: str, texts: Sequence[str], tokens: int,
+                          batch_size: int = 32) -> list[Example]:
+    """Each prompt's greedy continuation under adapter `name` (cut after an end-of-sequence token)."""
+    return teach(peft_model, tokenizer, name, texts, tokens, None, batch_size)[0]
+
+
+def continuation_rows(examples: Sequence[Example], every: bool) -> list[int]:
+    """Indices, among the matched positions of `examples` (laid out as `position_logits` returns them), of the
+    positions that predict the continuations' tokens."""
+    out, at = [], 0
+    for (_, c), n in zip(examples, sizes_of(examples, every)):
+        out.extend(range(at + n - len(c), at + n))
+        at += n
     return out
+
+
+def agreement_counts(logits: torch.Tensor, tokens: torch.Tensor, examples: Sequence[Example],
+                     every: bool) -> tuple[float, int, int, int]:
+    """(summed NLL, tokens agreeing, tokens, whole continuations agreeing) of logits at the matched positions."""
+    rows = torch.tensor(continuation_rows(examples, every), dtype=torch.long, device=logits.device)
+    logits, tokens = logits[rows], tokens[rows]
+    nll = float(torch.nn.functional.cross_entropy(logits.float(), tokens, reduction="sum"))
+    hit = (logits.argmax(-1) == tokens).tolist()
+    seq_ok, at = 0, 0
+    for _, cont in examples:
+        seq_ok += all(hit[at: at + len(cont)])
+        at += len(cont)
+    return nll, sum(hit), len(hit), seq_ok
+
+
+def agreement_summary(nll: float, tokens_ok: int, tokens: int, seq_ok: int, prompts: int) -> dict:
+    return {"loss": nll / max(tokens, 1), "token_agreement": tokens_ok / max(tokens, 1),
+            "sequence_agreement": seq_ok / max(prompts, 1), "prompts": prompts}
 
 
 @torch.no_grad()
@@ -150,16 +220,9 @@ def agreement(peft_model, examples: Sequence[Example], pad: int, batch_size: int
     """Teacher-forced agreement of the student with the teacher's continuation: loss, token share, whole-sequence
     share (every token's argmax equal: the student's greedy continuation is the teacher's)."""
     activate(peft_model, STUDENT)
-    nll, tokens_ok, tokens, seq_ok = 0.0, 0, 0, 0
+    totals = [0.0, 0, 0, 0]
     for i in range(0, len(examples), batch_size):
         part = examples[i: i + batch_size]
         logits, target = position_logits(peft_model, part, pad)
-        nll += float(torch.nn.functional.cross_entropy(logits, target, reduction="sum"))
-        hit = (logits.argmax(-1) == target).tolist()
-        tokens_ok, tokens = tokens_ok + sum(hit), tokens + len(hit)
-        at = 0
-        for _, cont in part:
-            seq_ok += all(hit[at: at + len(cont)])
-            at += len(cont)
-    return {"loss": nll / max(tokens, 1), "token_agreement": tokens_ok / max(tokens, 1),
-            "sequence_agreement": seq_ok / max(len(examples), 1), "prompts": len(examples)}
+        totals = [x + y for x, y in zip(totals, agreement_counts(logits, target, part, False))]
+    return agreement_summary(*totals, len(examples))
