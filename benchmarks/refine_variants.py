@@ -45,7 +45,7 @@ VARIANTS = {  # name → settings over quality_calibrated.REFINE (150 steps, bat
     "kl + keep + norm": dict(target=RefineTarget.kl, keep=True, normalize=True, autocast=True),
     "kl_all + keep + norm": dict(target=RefineTarget.kl_all, keep=True, normalize=True, autocast=True),
     "kl_all + keep + norm fp32 (default)": dict(target=RefineTarget.kl_all, keep=True, normalize=True, autocast=False),
-    "kl_all + keep + norm fp32, 100 steps": dict(target=RefineTarget.kl_all, keep=True, normalize=True,
+    "kl_all + keep + norm fp32 100 steps": dict(target=RefineTarget.kl_all, keep=True, normalize=True,
                                                  autocast=False, steps=100),
     "greedy + keep + norm, validation": dict(target=RefineTarget.greedy, keep=True, normalize=True, autocast=True,
                                              validation=True),

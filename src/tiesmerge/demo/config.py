@@ -44,7 +44,7 @@ class DemoConfig(BaseModel):
         "iso_c", description="the knowledge benchmark's best method (docs/quality.md), merged in core space at the "
         "exact rank Σ r with unit weights: one more row of the table")
     subspace_lambda: float = Field(1.0, gt=0, description="its λ (1.0: the benchmark's choice at rank Σ r)")
-    refine_steps: int = Field(150, ge=0, description="refine the subspace merge on each specialist's own train "
+    refine_steps: int = Field(100, ge=0, description="refine the subspace merge on each specialist's own train "
                               "prompts (no answers) for this many steps: one more row (0: no refined row)")
     refine_prompts: int = Field(256, ge=2, description="calibration prompts per specialist for the refined row")
     refine_validation: int = Field(100, ge=0, description="labelled validation questions per domain (the built-in "

@@ -140,7 +140,7 @@ def refined_merge(config: DemoConfig, adapters: Mapping[str, Path], digests: Map
     from dataclasses import replace
 
     from tiesmerge.calibration.prompts import Prompt, budget, prompts_digest
-    from tiesmerge.train.refine import RefineSettings
+    from tiesmerge.train.refine import REFINE_VERSION, RefineSettings
     from tiesmerge.train.refine_job import run_refine
 
     settings = replace(RefineSettings(), steps=config.refine_steps)
@@ -149,13 +149,13 @@ def refined_merge(config: DemoConfig, adapters: Mapping[str, Path], digests: Map
     spec = Recipe.model_validate({"method": config.subspace_method, "space": "core",
                                   "adapters": [{"name": n, "path": str(p)} for n, p in adapters.items()]})
     validation = [dataclasses.replace(q, domain=d) for d, qs in (validation_sets or {}).items() for q in qs]
-    key = cache_key("refine", MERGE_VERSION, config.base, settings.as_dict(), adapter_digest(start),
+    key = cache_key("refine", MERGE_VERSION, REFINE_VERSION, config.base, settings.as_dict(), adapter_digest(start),
                     [(n, digests[n], prompts_digest(prompts[n], settings.prompt_format)) for n in adapters],
                     [(q.id, q.domain) for q in validation])
 
     def build(tmp: Path) -> None:
         log(f"refining the {config.subspace_method} merge on {config.refine_prompts} train prompts per specialist "
-            f"({config.refine_steps} steps, ~5 min here)")
+            f"({config.refine_steps} steps, ~10 min on 2 CPU cores)")
         run_refine(spec, prompts, settings, base=config.base, start=start, output=tmp / "adapter", force=True,
                    device="cpu", dtype="float32", log=log, validation=validation)
         for f in (tmp / "adapter").iterdir():

@@ -10,8 +10,7 @@ start does well is kept). `normalize`: each teacher's loss is divided by the sta
 teacher the start is far from does not drown the others. Held-out prompts of every adapter drive selection and
 early stopping — or, given `validation` questions (labelled, held back by the user), their accuracy does; the
 state kept is the best seen, so when nothing beats the start, the start is returned (and the report says so).
-`autocast`: forward passes in bfloat16 (AVX-512 BF16 CPUs, CUDA), the vocabulary head, factors and optimizer in
-float32.
+`autocast`: forward passes in bfloat16 (AVX-512 BF16 CPUs, CUDA), the factors and optimizer in float32.
 
 Deterministic: the batch of step s is a pure function of (seed, s), so a run resumed from its checkpoint (student
 and optimizer state, written in safetensors + JSON, never pickled) continues exactly as an uninterrupted one."""
@@ -37,7 +36,7 @@ from tiesmerge.train.refine_settings import RefineSettings, RefineTarget  # noqa
 from tiesmerge.train.teacher import STUDENT, Example, agreement, teacher_continuations  # noqa: F401 (re-exported)
 from tiesmerge.train.teacher import activate as _activate
 
-REFINE_VERSION = 3  # 2: cached targets, keep, per-teacher weights, validation selection; 3: one teacher pass, fp32 head
+REFINE_VERSION = 4  # 2: cached targets, keep, per-teacher weights, validation selection; 4: one teacher pass
 
 
 def autocast(settings: RefineSettings, model):

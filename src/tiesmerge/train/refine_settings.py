@@ -18,7 +18,7 @@ class RefineTarget(Choice):
 
 @dataclass(frozen=True)
 class RefineSettings:
-    steps: int = 150
+    steps: int = 100  # skills suite: 92.0 % at 100 steps, 92.6 % at 150 (within noise), 2/3 of the time
     batch_size: int = 16
     lr: float = 1e-3
     tokens: int = 6  # length of the teacher's continuation that is matched
@@ -30,7 +30,7 @@ class RefineSettings:
     seed: int = 0
     keep: bool = True  # a prompt the start already continues as its teacher does is distilled toward the start
     normalize: bool = True  # each teacher's loss divided by the start's held-out loss on it
-    autocast: bool = False  # forward passes in bfloat16 (factors and optimizer stay float32): cost greedy 3 points
+    autocast: bool = False  # forward passes in bfloat16 (factors and optimizer stay float32): cost 3–7 points
 
     def check(self) -> None:
         for name in ("steps", "batch_size", "tokens", "eval_every"):

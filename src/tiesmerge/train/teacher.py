@@ -47,22 +47,10 @@ def positions(examples: Sequence[Example], pad: int, device, every: bool):
     return ids, mask, predicts, nxt[predicts[:, :-1]]
 
 
-def head(model, hidden: torch.Tensor) -> torch.Tensor:
-    """The vocabulary head in float32 even under bf16 autocast: the log-softmax, KL and argmax read the logits, and
-    bf16 logits (3 significant digits) cost the kl_all target 2.7 points on the skills suite (docs/calibrated.md)."""
-    with torch.autocast(hidden.device.type, enabled=False):
-        out = model.get_output_embeddings()
-        return torch.nn.functional.linear(hidden.float(), out.weight.float(),
-                                          None if out.bias is None else out.bias.float())
-
-
 def position_logits(model, examples: Sequence[Example], pad: int, every: bool = False):
     """(float32 logits [M, V] at the matched positions, the tokens [M] they predict)."""
     device = next(model.parameters()).device
     ids, mask, predicts, tokens = positions(examples, pad, device, every)
-    if plain_lm_head(model):
-        hidden = model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state[predicts]
-        return head(model, hidden), tokens
     return logits_at(model, predicts, input_ids=ids, attention_mask=mask), tokens
 
 
@@ -135,7 +123,7 @@ def _step(model, ids, mask, pos, past, select):
     if plain_lm_head(model):  # the vocabulary-sized head at the selected positions only
         out = model.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=past,
                                   use_cache=True)
-        return head(model, out.last_hidden_state[select]), out.past_key_values
+        return model.get_output_embeddings()(out.last_hidden_state[select]).float(), out.past_key_values
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True)
     return out.logits[select].float(), out.past_key_values
 
