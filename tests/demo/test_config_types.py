@@ -37,3 +37,23 @@ def test_the_demo_never_writes_over_its_cache(tmp_path):
         res = run_cli("demo", "-o", out, "--force", env={"TIESMERGE_CACHE": str(cache)})
         assert res.exit_code == 2 and "overlaps the tiesmerge cache" in res.stderr, res.stderr
     assert (cache / "demo" / "specialists").is_dir()
+
+
+def test_the_demo_scores_in_bf16_only_where_bf16_is_fast(monkeypatch):
+    """eval_dtype auto: bfloat16 on a CPU with AVX-512 BF16 (the probe says so), float32 on one without (bf16 is
+    emulated there: slower, not faster); an explicit dtype is kept; an unknown one is refused at load."""
+    import torch
+
+    from tiesmerge.eval.models import scoring_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert scoring_dtype("auto", "auto") == "bfloat16"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert scoring_dtype("auto", "auto") == "float32"
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)  # an older torch without the probe
+    assert scoring_dtype("auto", "auto") == "float32"
+    assert scoring_dtype("float32", "auto") == "float32" and scoring_dtype("bfloat16", "cpu") == "bfloat16"
+    assert DemoConfig().eval_dtype == "auto"
+    with pytest.raises(ValueError, match="eval_dtype"):
+        DemoConfig.model_validate({"eval_dtype": "float16"})

@@ -27,7 +27,7 @@ def _silent(total, label, unit):
 def _config(base, **kw):
     data = {"base": str(base), "domains": ["math", "humanities"], "n_per_domain": 20, "limit": 4, "batch_size": 3,
             "rank": 2, "density": 0.5, "train": {"steps": 2, "rank": 2, "alpha": 4, "batch_size": 2, "lr": 1e-2},
-            "refine_steps": 2, "refine_prompts": 4}
+            "refine_steps": 2, "refine_prompts": 4, "eval_dtype": "float32"}  # compared with PEFT's float32 loader
     data.update(kw)
     return DemoConfig.model_validate(data)
 
@@ -67,6 +67,7 @@ def test_demo_runs_caches_and_rebuilds_only_what_changed(tiny_base, tmp_path):
     ties_cells = {c["domain"]: c["correct"] for c in saved["cells"] if c["target"] == "ties"}
     assert ties_cells == {d: sum(p.correct for p in direct if p.domain == d) for d in cfg.domains}
     assert "| model |" in (tmp_path / "out1" / "results.md").read_text()
+    assert first.result.meta["dtype"] == "float32"  # the scoring dtype is recorded with the results
 
     # PEFT's corrected ties_svd has TIES's ΔW, so it takes TIES's predictions unscored — and scoring it
     # through PEFT's loader gives exactly those predictions. PEFT < 0.21 applied each adapter's scaling twice in

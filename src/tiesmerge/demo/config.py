@@ -57,6 +57,9 @@ class DemoConfig(BaseModel):
     eval_split: str = Field("test", description="split the table is computed on")
     limit: int | None = Field(None, ge=1, description="at most N evaluation questions per domain (default: all)")
     batch_size: int = Field(16, ge=1, description="evaluation batch size")
+    eval_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="the base's dtype while scoring (every row alike): auto is bfloat16 on CUDA and on CPUs "
+        "with AVX-512 BF16 (4.7× faster than float32 on this project's CPU), float32 elsewhere")
 
     @model_validator(mode="before")
     @classmethod

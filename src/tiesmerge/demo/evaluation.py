@@ -17,10 +17,12 @@ from tiesmerge.progress import ProgressFactory
 def evaluate_targets(base: str, targets: Sequence[Target], questions: Sequence[Question],
                      specialist_of: Mapping[str, str], *, mode: str, batch_size: int, progress: ProgressFactory,
                      log: Callable[[str], None], root: Path | None = None,
-                     same_as: Mapping[str, str] | None = None) -> tuple[EvalResult, dict[str, bool]]:
+                     same_as: Mapping[str, str] | None = None, dtype: str = "float32"
+                     ) -> tuple[EvalResult, dict[str, bool]]:
     """(the result, target name → whether it came from the cache). `same_as`: target → an earlier target
     whose ΔW it was shown to equal; it takes that target's predictions instead of being scored again."""
-    session = EvalSession(base, questions, mode=mode, batch_size=batch_size, progress=progress, log=log, root=root)
+    session = EvalSession(base, questions, mode=mode, batch_size=batch_size, progress=progress, log=log, root=root,
+                          dtype=dtype)
     same_as = dict(same_as or {})
     predictions, hits = {}, {}
     for t in targets:
@@ -34,5 +36,6 @@ def evaluate_targets(base: str, targets: Sequence[Target], questions: Sequence[Q
     domains = sorted({q.domain for q in questions})
     result = EvalResult(list(targets), domains, predictions, dict(specialist_of),
                         meta={"mode": mode, "n_questions": len(questions), "batch_size": batch_size, "base": base,
+                              "dtype": dtype,
                                 "same_as": same_as})
     return result, hits

@@ -25,6 +25,7 @@ from tiesmerge.demo.merges import (
     tiesmerge_merge,
 )
 from tiesmerge.demo.specialists import train_specialists
+from tiesmerge.eval.models import scoring_dtype
 from tiesmerge.eval.report import EvalResult, Target, write_outputs
 from tiesmerge.progress import ProgressFactory
 
@@ -93,7 +94,7 @@ def run_demo(config: DemoConfig, out: Path, *, force: bool, progress: ProgressFa
         [Target(m, "merged", str(p)) for m, p in merged.items()]
     result, hits = evaluate_targets(config.base, targets, questions, {d: d for d in config.domains},
                                     mode=config.mode, batch_size=config.batch_size, progress=progress, log=log,
-                                    root=cache_root, same_as=same_as)
+                                    root=cache_root, same_as=same_as, dtype=scoring_dtype(config.eval_dtype, "auto"))
     seconds["evaluation"] = time.perf_counter() - t0
     result.meta.update({"split": config.eval_split, "config": config.model_dump(mode="json", by_alias=True),
                         "peft_fixed_vs_ties_delta_distance": distance})

@@ -97,6 +97,19 @@ def check_adapters_fit(base: str, adapters: Mapping[str, Path]) -> None:
             check_reader_fits(reader, folder, f"adapter {name!r} ({path})")
 
 
+def scoring_dtype(dtype: str, device: str = "cpu") -> str:
+    """`auto` → bfloat16 where it is fast (CUDA; a CPU with AVX-512 BF16), else float32; others unchanged."""
+    if dtype != "auto":
+        return dtype
+    if device != "cpu" and torch.cuda.is_available():
+        return "bfloat16"
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)  # torch ≥ 2.2; older: assume it is slow
+    try:
+        return "bfloat16" if check is not None and check() else "float32"
+    except Exception:  # the probe itself failed: the safe choice
+        return "float32"
+
+
 def load_base(base: str, *, dtype: str = "auto", device: str = "auto", load_in_4bit: bool = False):
     """(model, tokenizer) from a local folder, a hub id, or an embedded name; eval mode, no grad needed."""
     require(Extra.eval, "loading a base model")
