@@ -98,21 +98,6 @@ def example_losses(student_logits: torch.Tensor, tokens: torch.Tensor, sizes: Se
     return torch.stack(out)
 
 
-@torch.no_grad()
-def targets_of(model, examples: Sequence[Example], pad: int, source: str, every: bool, batch_size: int = 16,
-               k: int = TOP_K) -> list[Target]:
-    """The cached targets of `examples` under the model's active adapter (one pass, batched)."""
-    out: list[Target] = []
-    for i in range(0, len(examples), batch_size):
-        part = examples[i: i + batch_size]
-        logits, _ = position_logits(model, part, pad, every)
-        at = 0
-        for n in sizes_of(part, every):
-            out.append(Target.from_logits(logits[at: at + n], source, k))
-            at += n
-    return out
-
-
 def sizes_of(examples: Sequence[Example], every: bool) -> list[int]:
     """How many matched positions each example has (its continuation, or every position after the first)."""
     return [len(p) + len(c) - 1 if every else len(c) for p, c in examples]
