@@ -47,6 +47,8 @@ VARIANTS = {  # name → settings over quality_calibrated.REFINE (150 steps, bat
     "kl_all + keep + norm fp32 (default)": dict(target=RefineTarget.kl_all, keep=True, normalize=True, autocast=False),
     "kl_all + keep + norm fp32 100 steps": dict(target=RefineTarget.kl_all, keep=True, normalize=True,
                                                  autocast=False, steps=100),
+    "kl_all + keep + norm fp32 70 steps": dict(target=RefineTarget.kl_all, keep=True, normalize=True,
+                                                autocast=False, steps=70),
     "greedy + keep + norm, validation": dict(target=RefineTarget.greedy, keep=True, normalize=True, autocast=True,
                                              validation=True),
 }

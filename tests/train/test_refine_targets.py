@@ -213,3 +213,34 @@ def test_cli_validation_flag_selects_and_refuses_the_test_split(steer_base, spec
         bad = run_cli(*common, "--validation", value, "-o", tmp_path / "bad")
         assert bad.exit_code == 2 and words in bad.stderr, bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+
+
+def test_batched_losses_equal_each_example_computed_alone():
+    """example_losses (one log-softmax over the batch) = each example's own loss: cross-entropy on the teacher's
+    tokens for greedy teacher-sourced examples, the bucketed KL (written out here) for the rest."""
+    torch.manual_seed(0)
+    sizes, vocab, k = [3, 1, 4, 2], 50, 7
+    logits = torch.randn(sum(sizes), vocab, requires_grad=True)
+    tokens = torch.randint(0, vocab, (sum(sizes),))
+    targets = [T.Target.from_logits(torch.randn(n, vocab) * 3, src, k)
+               for n, src in zip(sizes, ["a", "start", "b", "start"])]
+
+    def alone(rows, toks, target, ce):
+        if ce:
+            return torch.nn.functional.cross_entropy(rows, toks)
+        logq = torch.log_softmax(rows, -1)
+        q = logq.gather(-1, target.ids.long())
+        p = target.logprobs.exp()
+        rest_p, rest_q = 1 - p.sum(-1), 1 - q.exp().sum(-1)
+        return ((p * (target.logprobs - q)).sum(-1) + rest_p * (rest_p.log() - rest_q.log())).mean()
+
+    for greedy in (True, False):
+        got = T.example_losses(logits, tokens, sizes, targets, greedy)
+        want, at = [], 0
+        for n, t in zip(sizes, targets):
+            want.append(alone(logits[at: at + n], tokens[at: at + n], t, greedy and t.source != "start"))
+            at += n
+        torch.testing.assert_close(got, torch.stack(want), atol=1e-5, rtol=1e-5)
+        g1, = torch.autograd.grad(got.sum(), logits)
+        g2, = torch.autograd.grad(torch.stack(want).sum(), logits)
+        torch.testing.assert_close(g1, g2, atol=1e-6, rtol=1e-5)

@@ -36,7 +36,8 @@ from tiesmerge.train.refine_settings import RefineSettings, RefineTarget  # noqa
 from tiesmerge.train.teacher import STUDENT, Example, agreement, teacher_continuations  # noqa: F401 (re-exported)
 from tiesmerge.train.teacher import activate as _activate
 
-REFINE_VERSION = 4  # 2: cached targets, keep, per-teacher weights, validation selection; 4: one teacher pass
+REFINE_VERSION = 5  # 2: cached targets, keep, per-teacher weights, validation selection; 4: one teacher pass;
+# 5: padding-free batches
 
 
 def autocast(settings: RefineSettings, model):
@@ -180,21 +181,28 @@ def prepare(model, tokenizer, start: Path, specialists: Mapping[str, Path], prom
 @torch.no_grad()
 def _keep_what_the_start_does(run: RefineRun, settings: RefineSettings, every: bool, batch_size: int = 32) -> None:
     """Prompts whose teacher continuation the start already produces (every token its argmax) get the start's own
-    distribution as their target (read from the same pass)."""
+    distribution as their target. The check reads the continuation's positions only (the vocabulary head at a few
+    positions per prompt); the few prompts kept are then run again for their target at every matched position."""
     for name in run.names:
-        examples, kept = run.examples[name], 0
+        examples, kept = run.examples[name], []
         for i in range(0, len(examples), batch_size):
             part = examples[i: i + batch_size]
             with autocast(settings, run.peft_model):
-                logits, tokens = T.position_logits(run.peft_model, part, run.pad, every)
+                logits, tokens = T.position_logits(run.peft_model, part, run.pad, False)
+            hit = (logits.argmax(-1) == tokens).tolist()
             at = 0
-            for j, ((_, cont), n) in enumerate(zip(part, T.sizes_of(part, every))):
-                rows = logits[at: at + n]
-                if bool((rows[n - len(cont):].argmax(-1) == tokens[at + n - len(cont): at + n]).all()):
-                    run.targets[name][i + j] = T.Target.from_logits(rows, "start")
-                    kept += 1
-                at += n
-        run.kept[name] = kept
+            for j, (_, cont) in enumerate(part):
+                if all(hit[at: at + len(cont)]):
+                    kept.append(i + j)
+                at += len(cont)
+        for i in range(0, len(kept), batch_size):
+            idx = kept[i: i + batch_size]
+            part = [examples[j] for j in idx]
+            with autocast(settings, run.peft_model):
+                logits, _ = T.position_logits(run.peft_model, part, run.pad, every)
+            for j, rows in zip(idx, logits.split(T.sizes_of(part, every))):
+                run.targets[name][j] = T.Target.from_logits(rows, "start")
+        run.kept[name] = len(kept)
 
 
 @torch.no_grad()

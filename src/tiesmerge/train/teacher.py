@@ -19,7 +19,7 @@ from tiesmerge.calibration.prompts import encode_prompt
 from tiesmerge.errors import BadInputError
 from tiesmerge.eval.scoring import logits_at
 from tiesmerge.portable.letters import left_padded, plain_lm_head
-from tiesmerge.train.trainer import _batch
+from tiesmerge.train.packing import packed_batch
 
 Example = tuple[list[int], list[int]]  # (prompt token ids, the teacher's continuation ids)
 STUDENT = "tiesmerge_student"  # the adapter name of the merge being refined
@@ -34,24 +34,12 @@ def activate(peft_model, name: str) -> None:
         p.requires_grad_(f".{STUDENT}." in pname)
 
 
-def positions(examples: Sequence[Example], pad: int, device, every: bool):
-    """(ids, mask, predicts [B, T] bool: the positions whose next token is matched, the next tokens [M])."""
-    ids, mask, labels = _batch(examples, pad, device)
-    predicts = torch.zeros_like(labels, dtype=torch.bool)
-    if every:  # every position that predicts a real next token: the prompt's and the continuation's (right-padded)
-        predicts[:, :-1] = mask[:, 1:].bool()
-        nxt = ids[:, 1:]
-    else:
-        predicts[:, :-1] = labels[:, 1:] != -100
-        nxt = labels[:, 1:]
-    return ids, mask, predicts, nxt[predicts[:, :-1]]
-
-
 def position_logits(model, examples: Sequence[Example], pad: int, every: bool = False):
-    """(float32 logits [M, V] at the matched positions, the tokens [M] they predict)."""
+    """(float32 logits [M, V] at the matched positions, the tokens [M] they predict), from one padding-free pass
+    (train/packing.py)."""
     device = next(model.parameters()).device
-    ids, mask, predicts, tokens = positions(examples, pad, device, every)
-    return logits_at(model, predicts, input_ids=ids, attention_mask=mask), tokens
+    kwargs, matched, tokens = packed_batch(examples, pad, device, every)
+    return logits_at(model, matched, **kwargs), tokens
 
 
 @dataclass
@@ -69,10 +57,12 @@ class Target:
         return cls(top.indices.to(torch.int32).cpu(), top.values.cpu(), source)
 
 
-def bucket_kl(student_logits: torch.Tensor, target_ids: torch.Tensor, target_logp: torch.Tensor) -> torch.Tensor:
+def bucket_kl(student_logits: torch.Tensor, target_ids: torch.Tensor, target_logp: torch.Tensor,
+              logq: torch.Tensor | None = None) -> torch.Tensor:
     """KL(target ‖ student) per position over k + 1 buckets — the target's top-k tokens and the rest — exact for the
-    coarsened distributions (and equal to the full KL when the top-k hold the whole mass)."""
-    logq = torch.log_softmax(student_logits.float(), -1)
+    coarsened distributions (and equal to the full KL when the top-k hold the whole mass). `logq`: the student's
+    log-softmax, when already computed."""
+    logq = torch.log_softmax(student_logits.float(), -1) if logq is None else logq
     q_top = logq.gather(-1, target_ids.long())
     p_top = target_logp.exp()
     rest_p = (1 - p_top.sum(-1)).clamp_min(0)
@@ -85,17 +75,27 @@ def bucket_kl(student_logits: torch.Tensor, target_ids: torch.Tensor, target_log
 def example_losses(student_logits: torch.Tensor, tokens: torch.Tensor, sizes: Sequence[int],
                    targets: Sequence[Target], greedy: bool) -> torch.Tensor:
     """Each example's mean loss over its positions: cross-entropy on the teacher's token (`greedy`, teacher-sourced
-    examples) or KL to its cached target."""
-    out, at = [], 0
-    for n, target in zip(sizes, targets):
-        rows = slice(at, at + n)
-        at += n
-        if greedy and target.source != "start":
-            out.append(torch.nn.functional.cross_entropy(student_logits[rows].float(), tokens[rows]))
-        else:
-            dev = student_logits.device
-            out.append(bucket_kl(student_logits[rows], target.ids.to(dev), target.logprobs.to(dev)).mean())
-    return torch.stack(out)
+    examples) or KL to its cached target. One log-softmax over every position (slicing the logits per example
+    would give each slice's backward a zero-filled gradient the size of the whole batch's logits)."""
+    logq = torch.log_softmax(student_logits.float(), -1)
+    dev = logq.device
+    ce = [greedy and t.source != "start" for t in targets]
+    per_position = torch.zeros(logq.shape[0], dtype=logq.dtype, device=dev)
+    starts = [0]
+    for n in sizes:
+        starts.append(starts[-1] + n)
+    rows = {flag: torch.tensor([j for i, f in enumerate(ce) if f is flag for j in range(starts[i], starts[i + 1])],
+                               dtype=torch.long, device=dev) for flag in (True, False)}
+    if len(rows[True]):
+        at = rows[True]
+        per_position = per_position.index_copy(0, at, -logq.gather(-1, tokens[:, None]).squeeze(-1)[at])
+    if len(rows[False]):
+        at = rows[False]
+        ids = torch.cat([t.ids for t, f in zip(targets, ce) if not f]).to(dev)
+        logp = torch.cat([t.logprobs for t, f in zip(targets, ce) if not f]).to(dev)
+        sub = logq if len(at) == logq.shape[0] else logq[at]  # every position KL (kl, kl_all): no copy
+        per_position = per_position.index_copy(0, at, bucket_kl(None, ids, logp, sub))
+    return torch.stack([part.mean() for part in per_position.split(list(sizes))])
 
 
 def sizes_of(examples: Sequence[Example], every: bool) -> list[int]:
