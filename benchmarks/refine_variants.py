@@ -1,5 +1,5 @@
 """Which refine? Every variant of issue 33 on one suite, from one start, scored on the same test questions:
-the target (greedy, kl, kl_all), keep (prompts the start already does are distilled toward the start), per-teacher
+the target (greedy, kl, kl_all, options), keep (prompts the start already does are distilled toward the start), per-teacher
 normalisation, bf16 autocast, and — where the user holds back labelled questions — validation selection.
 
     python benchmarks/refine_variants.py --suite skills [--variants all|NAME,…] [--out build/bench/refine]
@@ -49,6 +49,8 @@ VARIANTS = {  # name → settings over quality_calibrated.REFINE (150 steps, bat
                                                  autocast=False, steps=100),
     "kl_all + keep + norm fp32 70 steps": dict(target=RefineTarget.kl_all, keep=True, normalize=True,
                                                 autocast=False, steps=70),
+    "options + keep + norm fp32 100 steps": dict(target=RefineTarget.options, keep=True, normalize=True,
+                                                  autocast=False, steps=100),
     "greedy + keep + norm, validation": dict(target=RefineTarget.greedy, keep=True, normalize=True, autocast=True,
                                              validation=True),
 }

@@ -46,16 +46,19 @@ def test_demo_runs_caches_and_rebuilds_only_what_changed(tiny_base, tmp_path):
     assert iso["recipe"]["space"] == "core" and iso["recipe"]["method"] == "iso_c"
     assert iso["recipe"]["output"]["rank"] == 2 * cfg.train.rank
     assert {a["weight"] for a in iso["recipe"]["adapters"]} == {1.0}
-    # the refined row: that merge refined on 4 train prompts per specialist, same rank, scale 1
+    # the refined row: the closest data-free merge refined on 4 train prompts per specialist, its rank, scale 1
     refined = json.loads(open(first.paths["merge refine"] + "/refine_report.json").read())
-    assert refined["start"] == first.paths["merge iso_c"] and refined["prompts"] == {"math": 4, "humanities": 4}
+    choice = refined["start_choice"]  # the data-free merge closest to the specialists on held-out prompts
+    assert [c["start"] for c in choice] == [first.paths[f"merge {m}"] for m in ("ties", "task_arithmetic", "iso_c")]
+    best = min(choice, key=lambda c: c["objective"])
+    assert refined["start"] == best["start"] and best["chosen"] and refined["prompts"] == {"math": 4, "humanities": 4}
     # chosen on the built-in validation split (2 per domain at n_per_domain 20), never below its start there
     v = refined["validation"]
     assert set(v["start"]) == {"math", "humanities"} and sum(v["best"].values()) >= sum(v["start"].values())
     cfg_out = json.loads(open(first.paths["merge refine"] + "/adapter_config.json").read())
-    iso_cfg = json.loads(open(first.paths["merge iso_c"] + "/adapter_config.json").read())
-    assert cfg_out["r"] == cfg_out["lora_alpha"] == iso_cfg["r"] and not cfg_out["use_rslora"]
-    assert cfg_out["rank_pattern"] == iso_cfg["rank_pattern"]
+    start_cfg = json.loads(open(best["start"] + "/adapter_config.json").read())
+    assert cfg_out["r"] == cfg_out["lora_alpha"] == start_cfg["r"] and not cfg_out["use_rslora"]
+    assert cfg_out["rank_pattern"] == start_cfg["rank_pattern"]
 
     # the cached, fused-weight evaluation of a merge equals scoring the saved adapter through PEFT's loader
     questions = [q for d in cfg.domains for q in build(20, 0, domains=cfg.domains)["test"][d][:4]]

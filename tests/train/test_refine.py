@@ -84,14 +84,15 @@ def test_a_resumed_run_equals_an_uninterrupted_one(steer_base, specialists, star
     assert not (tmp_path / ".cut.refine-checkpoint").exists()  # removed once the output is in place
 
 
-def test_gold_answers_are_never_read(steer_base, specialists, start, tmp_path):
+@pytest.mark.parametrize("target", [[], ["--target", "options"]])  # the default, and the target that reads options
+def test_gold_answers_are_never_read(steer_base, specialists, start, tmp_path, target):
     qa, qb = question_file(tmp_path / "a.jsonl", "alpha", 16, diverse=False), question_file(tmp_path / "b.jsonl", "beta", 16, diverse=False)
     pa = question_file(tmp_path / "pa.jsonl", "alpha", 16, answer=lambda i: "not a letter", diverse=False)
     pb = question_file(tmp_path / "pb.jsonl", "beta", 16, answer=lambda i: ["poison"], diverse=False)
     outs = []
     for name, files in (("clean", (qa, qb)), ("poisoned", (pa, pb))):
         out = tmp_path / name
-        res = run_cli(*refine_args(steer_base, specialists, start, *files, out, "--steps", "10"))
+        res = run_cli(*refine_args(steer_base, specialists, start, *files, out, "--steps", "10", *target))
         assert res.exit_code == 0, res.stderr
         outs.append(load_file(str(out / "adapter_model.safetensors")))
     assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])

@@ -1,7 +1,8 @@
 """Refine's targets and guards (issue 33) on a tiny model: every target lowers the held-out divergence to each teacher
 below the start's; a cached teacher output equals a fresh teacher pass (and its bucketed KL the full KL); per-teacher
 normalisation equalises teachers whose start losses differ 100×; the keep term leaves a student that already equals
-its teacher unchanged; when nothing beats the start, the start is returned; bf16 autocast agrees with float32."""
+its teacher unchanged; when nothing beats the start, the start is returned; bf16 autocast agrees with float32; the
+options target is each option teacher-forced (and never reads an answer: test_refine.py)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from tiesmerge.train import teacher as T
 def prompts_of(tmp_path, n=16):
     files = {"a": question_file(tmp_path / "a.jsonl", "alpha", n, diverse=False),
              "b": question_file(tmp_path / "b.jsonl", "beta", n, diverse=False)}
-    return {k: [Prompt(json.loads(line)["question"]) for line in f.read_text().splitlines()] for k, f in files.items()}
+    return {k: [Prompt(r["question"], tuple(r["choices"])) for r in map(json.loads, f.read_text().splitlines())]
+            for k, f in files.items()}
 
 
 def run_refine(steer_base, start, specialists, prompts, **settings):
@@ -34,7 +36,7 @@ def run_refine(steer_base, start, specialists, prompts, **settings):
     return run, R.train(run, s)
 
 
-@pytest.mark.parametrize("target", ["greedy", "kl", "kl_all"])
+@pytest.mark.parametrize("target", ["greedy", "kl", "kl_all", "options"])
 def test_every_target_lowers_the_heldout_divergence_to_each_teacher(steer_base, specialists, start, tmp_path, target):
     _, report = run_refine(steer_base, start, specialists, prompts_of(tmp_path), target=R.RefineTarget(target),
                            keep=False)
@@ -244,3 +246,94 @@ def test_batched_losses_equal_each_example_computed_alone():
         g1, = torch.autograd.grad(got.sum(), logits)
         g2, = torch.autograd.grad(torch.stack(want).sum(), logits)
         torch.testing.assert_close(g1, g2, atol=1e-6, rtol=1e-5)
+
+
+def test_the_options_target_is_each_option_teacher_forced(steer_base, specialists, start, tmp_path):
+    """--target options: four examples per question (` option` + newline after the cloze prompt, as the evaluator
+    scores them), each target a fresh teacher pass's distribution at the option's tokens; a plain text falls back
+    to its greedy continuation; a question's four options are held out together."""
+    from peft import PeftModel
+
+    from tiesmerge.calibration.prompts import PromptFormat, encode_prompt
+    from tiesmerge.eval.cloze import answer_ids
+    from tiesmerge.eval.models import load_base
+
+    prompts = prompts_of(tmp_path, 8)
+    prompts["a"] = prompts["a"][:7] + [Prompt("a plain text, no options", (), is_question=False)]
+    run, _ = run_refine(steer_base, start, specialists, prompts, target=R.RefineTarget.options, steps=1)
+    model, tok = load_base(str(steer_base), device="cpu")
+    teacher = PeftModel.from_pretrained(model, str(specialists["a"]), adapter_name="a").eval()
+    examples, targets = run.examples["a"], run.targets["a"]
+    assert len(examples) == 7 * 4 + 1
+    for q in range(7):
+        prompt_ids = encode_prompt(tok, prompts["a"][q].render(tok, PromptFormat.cloze))
+        for c, choice in enumerate(prompts["a"][q].choices):
+            (p, cont), target = examples[4 * q + c], targets[4 * q + c]
+            assert p == prompt_ids and cont == answer_ids(tok, choice)
+            if target.source == "start":
+                continue  # kept: the start already does what the teacher does there
+            with torch.no_grad():
+                logits = teacher(input_ids=torch.tensor([p + cont])).logits[0, len(p) - 1: -1]
+            logp = torch.log_softmax(logits.float(), -1)
+            torch.testing.assert_close(target.logprobs, logp.gather(-1, target.ids.long()), atol=1e-4, rtol=1e-4)
+            assert target.ids.shape[0] == len(cont)
+    assert len(examples[-1][1]) >= 1  # the plain text: its greedy continuation
+    owner = [q for q in range(7) for _ in range(4)] + [7]
+    held = {owner[j] for j in run.heldout["a"]}
+    assert held and {j for j, o in enumerate(owner) if o in held} == set(run.heldout["a"])
+    assert not held & {owner[j] for j in run.train["a"]}
+
+
+def test_options_with_letters_prompts_is_refused_in_one_line():
+    from tiesmerge.calibration.prompts import PromptFormat
+    from tiesmerge.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="use --prompt-format cloze"):
+        R.RefineSettings(target=R.RefineTarget.options, prompt_format=PromptFormat.letters).check()
+
+
+def _scaled_copy(start, out, factor):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    shutil.copytree(start, out)
+    t = load_file(str(out / "adapter_model.safetensors"))
+    save_file({k: v * factor if "lora_B" in k else v for k, v in t.items()}, str(out / "adapter_model.safetensors"))
+    return out
+
+
+def test_of_several_starts_the_one_closest_to_its_teachers_is_refined(steer_base, specialists, start, tmp_path):
+    """Candidates are scored before training on the held-out prompts (the same objective a single-start run reports
+    for its start); the lowest is refined, and a far-off merge is never chosen."""
+    prompts = prompts_of(tmp_path)
+    far = _scaled_copy(start, tmp_path / "far", 30.0)
+    half = _scaled_copy(start, tmp_path / "half", 0.5)
+    candidates = [far, start, half, specialists["a"]]
+    run, report = run_refine(steer_base, candidates, specialists, prompts, steps=1)
+    rows = run.start_choice
+    assert [r["start"] for r in rows] == [str(c) for c in candidates]
+    for c, row in zip(candidates, rows):  # each candidate's score = its own single-start run's start objective
+        _, alone = run_refine(steer_base, c, specialists, prompts, steps=1, keep=False)
+        for n in ("a", "b"):
+            assert row["by_adapter"][n] == pytest.approx(alone["start"][n]["objective"], rel=1e-5)
+    best = min(range(len(rows)), key=lambda i: rows[i]["objective"])
+    assert run.start == candidates[best] and rows[best]["chosen"] and sum(r["chosen"] for r in rows) == 1
+    assert best != 0 and rows[0]["objective"] > rows[best]["objective"]
+    assert set(run.peft_model.peft_config) == {R.STUDENT}  # the candidates and the teachers are gone
+
+
+def test_the_cli_takes_several_starts_and_says_which_it_refined(steer_base, specialists, start, tmp_path):
+    qa, qb = question_file(tmp_path / "a.jsonl", "alpha", 16, diverse=False), \
+        question_file(tmp_path / "b.jsonl", "beta", 16, diverse=False)
+    far = _scaled_copy(start, tmp_path / "far", 30.0)
+    args = ["refine", "--start", far, "--start", start, "--base", steer_base, "--device", "cpu",
+            "--adapter", f"a={specialists['a']}", "--adapter", f"b={specialists['b']}", "--calibration", f"a={qa}",
+            "--calibration", f"b={qb}", "--steps", "2", "--batch-size", "4", "--heldout", "0.25"]
+    res = run_cli(*args, "-o", tmp_path / "out")
+    assert res.exit_code == 0, res.stderr
+    report = json.loads((tmp_path / "out" / "refine_report.json").read_text())
+    assert report["start"] == str(start) and [r["chosen"] for r in report["start_choice"]] == [False, True]
+    assert f"start candidate {start}: held-out divergence" in res.stdout and "(chosen)" in res.stdout
+    res = run_cli(*args[:3], *args[1:], "-o", tmp_path / "twice")  # the same start given twice
+    assert res.exit_code == 2 and "names the same merge twice" in res.stderr and not (tmp_path / "twice").exists()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from tiesmerge.api.recipes import RecipeLike, build_recipe
 from tiesmerge.atomic import check_output_dir, check_output_file, refuse_overlap, write_file
@@ -246,7 +246,8 @@ class Refined:
     lines: list[str]
 
 
-def refine(recipe: RecipeLike | None = None, *, output: PathLike, base: str, start: Optional[PathLike] = None,
+def refine(recipe: RecipeLike | None = None, *, output: PathLike, base: str,
+           start: PathLike | Sequence[PathLike] | None = None,
            adapters: Any = None, calibration: Mapping[str, Any] | None = None, size: int = DEFAULT_SIZE,
            test: Optional[PathLike] = None, restart: bool = False, force: bool = False, device: str = "auto",
            dtype: str = "auto", load_in_4bit: bool = False, allow_base_mismatch: bool = False,
@@ -255,9 +256,11 @@ def refine(recipe: RecipeLike | None = None, *, output: PathLike, base: str, sta
            **settings: Any) -> Refined:
     """Refine a merged LoRA: train it to reproduce each specialist on that specialist's own unlabeled prompts.
     `start`: the merge to refine (default: the recipe merged as written; Iso-C, core space, rank Σ r when the
-    adapters come from `adapters=`). `validation`: adapter name → labelled questions you hold back (a file, or
+    adapters come from `adapters=`) — or several candidates (e.g. your TIES, task-arithmetic and Iso-C merges): each
+    is scored on the held-out prompts against its teachers before training and the closest is refined (the report's
+    `start_choice`). `validation`: adapter name → labelled questions you hold back (a file, or
     builtin:DOMAIN:validation) — then the state kept is the one with the best validation accuracy, and the start
-    when none beats it. `settings`: steps, batch_size, lr, tokens, target (greedy, kl, kl_all), prompt_format,
+    when none beats it. `settings`: steps, batch_size, lr, tokens, target (greedy, kl, kl_all, options), prompt_format,
     heldout, eval_every, patience, seed, keep, normalize, autocast (tiesmerge.train.refine_settings.RefineSettings).
     Resumes an interrupted run's checkpoint.
 
@@ -269,7 +272,7 @@ def refine(recipe: RecipeLike | None = None, *, output: PathLike, base: str, sta
     """
     from tiesmerge.adapters.compat import check_base
     from tiesmerge.adapters.reader import AdapterReader
-    from tiesmerge.train.refine_job import run_refine
+    from tiesmerge.train.refine_job import run_refine, starts_of
     from tiesmerge.train.refine_settings import RefineSettings, RefineTarget
 
     known = set(RefineSettings.__dataclass_fields__)
@@ -289,16 +292,20 @@ def refine(recipe: RecipeLike | None = None, *, output: PathLike, base: str, sta
                                  output={"rank": defaults["rank"]} if defaults else None), log)
     prompts = prompt_sets(spec, calibration, size, test)
     held_back = validation_questions(validation, [a.name for a in spec.adapters])
-    start = Path(start) if start is not None else None
-    if start is not None and not (start / "adapter_config.json").is_file():
-        raise BadInputError(f"--start {start}: no adapter_config.json (give a merged adapter's folder)")
+    starts = starts_of(start)
+    for s in starts:
+        if not (s / "adapter_config.json").is_file():
+            raise BadInputError(f"--start {s}: no adapter_config.json (give a merged adapter's folder)")
+    if len(set(map(str, starts))) != len(starts):
+        raise BadInputError("--start names the same merge twice; give each candidate start once")
     readers = [AdapterReader(a.path, a.name) for a in spec.adapters]  # the start on the specialists' base, as merge
-    check_base(readers + ([AdapterReader(start, "--start")] if start is not None else []), spec.base_model,
-               spec.allow_base_mismatch)
+    check_base(readers + [AdapterReader(s, "--start") for s in starts], spec.base_model, spec.allow_base_mismatch)
     out = check_output_dir(Path(output), force)
-    refuse_overlap(out, protected_inputs(recipe, spec, calibration, test, base, start, validation),
-                   "write the refined adapter elsewhere")
-    result = run_refine(spec, prompts, run_settings, base=base, start=start, output=out, force=force,
+    protected = protected_inputs(recipe, spec, calibration, test, base, None, validation)
+    protected.update({"the start merge" if len(starts) == 1 else f"start candidate {i + 1}": s
+                      for i, s in enumerate(starts)})
+    refuse_overlap(out, protected, "write the refined adapter elsewhere")
+    result = run_refine(spec, prompts, run_settings, base=base, start=starts or None, output=out, force=force,
                         restart=restart, device=device, dtype=dtype, load_in_4bit=load_in_4bit, log=log,
                         progress=progress, command=command, validation=held_back)
     return Refined(Path(output), result["report"], result["lines"])

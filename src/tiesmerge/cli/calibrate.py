@@ -76,9 +76,11 @@ def refine(
     recipe: Optional[Path] = typer.Argument(None, help="recipe YAML naming the specialists (and `calibration:`)"),
     output: Path = typer.Option(..., "-o", "--output", help="the refined adapter's directory"),
     base: str = typer.Option(..., "--base", help="base model: a local folder, a hub id, or `smollm2` (embedded)"),
-    start: Optional[Path] = typer.Option(None, "--start", help="the merged adapter to refine (any merge's output); "
-                                         "default: the recipe merged as written (Iso-C, core space, rank Σ r when "
-                                         "adapters come from --adapter)"),
+    start: List[Path] = typer.Option([], "--start", help="the merged adapter to refine (any merge's output); "
+                                     "repeat it to give candidates (say your TIES, task-arithmetic and Iso-C merges): "
+                                     "the one closest to its teachers on the held-out prompts is refined. Default: "
+                                     "the recipe merged as written (Iso-C, core space, rank Σ r when adapters come "
+                                     "from --adapter)"),
     adapter: List[str] = typer.Option([], "--adapter", help="NAME=PATH, the specialists (instead of a recipe)"),
     calibration: List[str] = typer.Option([], "--calibration", help=CAL_HELP),
     size: int = typer.Option(DEFAULT_SIZE, "--calibration-size", help="prompts per adapter (a seeded sample above it)"),
@@ -89,8 +91,10 @@ def refine(
     lr: float = typer.Option(_R.lr, "--lr", help="AdamW learning rate"),
     tokens: int = typer.Option(_R.tokens, "--tokens", help="length of each teacher continuation that is matched"),
     target: str = typer.Option(_R.target.value, "--target", help="greedy (cross-entropy on the teacher's greedy "
-                               "continuation), kl (KL to the teacher's distribution at those positions) or kl_all "
-                               "(KL at every position, the prompt's too); teacher outputs are computed once"),
+                               "continuation), kl (KL to the teacher's distribution at those positions), kl_all "
+                               "(KL at every position, the prompt's too) or options (KL at every token of each of a "
+                               "question's four options, teacher-forced after the cloze prompt; answers never read); "
+                               "teacher outputs are computed once"),
     keep: bool = typer.Option(_R.keep, "--keep/--no-keep", help="a prompt the start already continues as its teacher "
                               "does is distilled toward the start itself (keeps what the start does well)"),
     normalize: bool = typer.Option(_R.normalize, "--normalize/--no-normalize", help="divide each teacher's loss by the "
@@ -128,8 +132,11 @@ def refine(
 
       tiesmerge refine --start merged/ --base smollm2 --adapter math=./math --adapter code=./code \\
         --calibration math=builtin:math:train --calibration code=builtin:code:train -o refined/
+
+      tiesmerge refine --start ties/ --start ta/ --start iso_c/ …   (refines the closest of the three)
     """
-    done = api.refine(recipe, output=output, base=base, start=start, adapters=adapters_from_flags(recipe, adapter),
+    done = api.refine(recipe, output=output, base=base, start=start or None,
+                      adapters=adapters_from_flags(recipe, adapter),
                       calibration=name_value_pairs(calibration, "--calibration"), size=size, test=test,
                       restart=restart, force=force, device=device, dtype=dtype, load_in_4bit=load_in_4bit,
                       allow_base_mismatch=allow_base_mismatch, log=_log,

@@ -1,5 +1,5 @@
-"""The demo's merges: tiesmerge TIES, task arithmetic and the subspace method (Iso-C), that merge refined on the
-specialists' own train prompts, and PEFT's `add_weighted_adapter(..., combination_type="ties_svd")` on the very
+"""The demo's merges: tiesmerge TIES, task arithmetic and the subspace method (Iso-C), the one of them closest to the
+specialists refined on the specialists' own train prompts, and PEFT's `add_weighted_adapter(..., combination_type="ties_svd")` on the very
 same adapters (the peer baseline)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from tiesmerge.cache import adapter_digest, cache_key, cached_dir
 from tiesmerge.demo.config import DemoConfig
@@ -131,11 +131,12 @@ def peft_scaling_fixed(peft_dir: Path, root: Path | None = None) -> tuple[Path, 
     return cached_dir("merges", "peft_ties_svd_fixed", key, build, root)
 
 
-def refined_merge(config: DemoConfig, adapters: Mapping[str, Path], digests: Mapping[str, str], start: Path,
-                  train_sets: Mapping[str, list], log: Callable[[str], None], root: Path | None = None,
-                  validation_sets: Mapping[str, list] | None = None):
-    """The subspace merge refined on each specialist's own train prompts (texts only: answers are never read); the
-    state kept is chosen on the built-in validation questions (labelled, held back from training and the test)."""
+def refined_merge(config: DemoConfig, adapters: Mapping[str, Path], digests: Mapping[str, str],
+                  starts: Sequence[Path], train_sets: Mapping[str, list], log: Callable[[str], None],
+                  root: Path | None = None, validation_sets: Mapping[str, list] | None = None):
+    """The data-free merge closest to the specialists on held-out train prompts (`starts`: the candidates), refined
+    on each specialist's own train prompts (texts only: answers are never read); the state kept is chosen on the
+    built-in validation questions (labelled, held back from training and the test)."""
     import dataclasses
     from dataclasses import replace
 
@@ -149,14 +150,15 @@ def refined_merge(config: DemoConfig, adapters: Mapping[str, Path], digests: Map
     spec = Recipe.model_validate({"method": config.subspace_method, "space": "core",
                                   "adapters": [{"name": n, "path": str(p)} for n, p in adapters.items()]})
     validation = [dataclasses.replace(q, domain=d) for d, qs in (validation_sets or {}).items() for q in qs]
-    key = cache_key("refine", MERGE_VERSION, REFINE_VERSION, config.base, settings.as_dict(), adapter_digest(start),
+    key = cache_key("refine", MERGE_VERSION, REFINE_VERSION, config.base, settings.as_dict(),
+                    [adapter_digest(s) for s in starts],
                     [(n, digests[n], prompts_digest(prompts[n], settings.prompt_format)) for n in adapters],
                     [(q.id, q.domain) for q in validation])
 
     def build(tmp: Path) -> None:
-        log(f"refining the {config.subspace_method} merge on {config.refine_prompts} train prompts per specialist "
-            f"({config.refine_steps} steps, ~10 min on 2 CPU cores)")
-        run_refine(spec, prompts, settings, base=config.base, start=start, output=tmp / "adapter", force=True,
+        log(f"refining the closest of {len(starts)} data-free merges on {config.refine_prompts} train prompts per "
+            f"specialist ({config.refine_steps} steps, ~5 min on 2 CPU cores)")
+        run_refine(spec, prompts, settings, base=config.base, start=list(starts), output=tmp / "adapter", force=True,
                    device="cpu", dtype="float32", log=log, validation=validation)
         for f in (tmp / "adapter").iterdir():
             f.rename(tmp / f.name)

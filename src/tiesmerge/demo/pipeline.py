@@ -68,7 +68,8 @@ def run_demo(config: DemoConfig, out: Path, *, force: bool, progress: ProgressFa
         if hit:
             log(f"reused {method} merge: {merged[method]}")
     if config.refine_steps:
-        merged["refine"], hit = refined_merge(config, specs, digests, merged[config.subspace_method],
+        starts = [merged[m] for m in ("ties", "task_arithmetic", config.subspace_method)]
+        merged["refine"], hit = refined_merge(config, specs, digests, starts,
                                               {d: sets["train"][d] for d in config.domains}, log, cache_root,
                                               {d: sets["validation"][d][:config.refine_validation]
                                                for d in config.domains})

@@ -3,7 +3,9 @@ prompts (teacher = the base with the specialist's adapter active; student = the 
 adapters switched). The output is still a plain PEFT LoRA of the start's rank and targets, with scale 1.
 
 Target (`RefineTarget`): `greedy` — cross-entropy on the teacher's greedy continuation of each prompt (K tokens,
-generated once); `kl` — KL(teacher ‖ student) at those positions; `kl_all` — KL at every position, the prompt's too.
+generated once); `kl` — KL(teacher ‖ student) at those positions; `kl_all` — KL at every position, the prompt's too;
+`options` — KL at every token of each of a question's four options, teacher-forced after its cloze prompt (four
+examples per question, held out together; a plain text falls back to its greedy continuation).
 Teacher distributions are computed once and cached compactly (train/teacher.py), so no teacher runs during training.
 `keep`: a prompt the start already continues as its teacher does is distilled toward the start itself (what the
 start does well is kept). `normalize`: each teacher's loss is divided by the start's held-out loss on it, so a
@@ -17,7 +19,6 @@ and optimizer state, written in safetensors + JSON, never pickled) continues exa
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -28,8 +29,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 from tiesmerge.calibration.prompts import Prompt, PromptFormat, truncation_note
-from tiesmerge.errors import BadInputError, as_bad_input
-from tiesmerge.portable import limits
+from tiesmerge.errors import BadInputError
 from tiesmerge.train import teacher as T
 from tiesmerge.train.checkpoint import Checkpoint
 from tiesmerge.train.refine_settings import RefineSettings, RefineTarget  # noqa: F401 (re-exported)
@@ -141,18 +141,22 @@ class RefineRun:
     weights: dict[str, float] = field(default_factory=dict)
     kept: dict[str, int] = field(default_factory=dict)  # prompts whose target is the start itself
     validation: list = field(default_factory=list)  # labelled questions (eval.questions.Question), optional
+    start: Path | None = None  # the start refined (given several candidates: the one chosen)
+    start_choice: list = field(default_factory=list)  # each candidate's held-out scores, when there were several
 
 
-def prepare(model, tokenizer, start: Path, specialists: Mapping[str, Path], prompts: Mapping[str, Sequence[Prompt]],
-            settings: RefineSettings, log: Callable[[str], None], validation: Sequence = ()) -> RefineRun:
-    """Load the teachers and the start, cache every target once, then drop the teachers (never run again)."""
+def prepare(model, tokenizer, start: Path | Sequence[Path], specialists: Mapping[str, Path],
+            prompts: Mapping[str, Sequence[Prompt]], settings: RefineSettings, log: Callable[[str], None],
+            validation: Sequence = ()) -> RefineRun:
+    """Load the teachers, cache every target once, choose the start (given several: the one closest to its teachers
+    on the held-out prompts, train/starts.py), then drop the teachers (never run again)."""
     from tiesmerge.eval.models import load_adapter
+    from tiesmerge.train.starts import choose_start
 
+    starts = [Path(start)] if isinstance(start, (str, Path)) else [Path(s) for s in start]
     peft_model = None
     for name, path in specialists.items():
         peft_model = load_adapter(peft_model, model, path, name)
-    load_adapter(peft_model, model, start, STUDENT, is_trainable=True)
-    fold_student_scale(peft_model)
     peft_model.eval()  # no dropout: teacher and student are deterministic
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     every = settings.target is RefineTarget.kl_all
@@ -162,17 +166,32 @@ def prepare(model, tokenizer, start: Path, specialists: Mapping[str, Path], prom
         if (note := truncation_note(tokenizer, name, texts)) is not None:
             log(note)
         t0 = time.perf_counter()
+        owner = list(range(len(texts)))  # the prompt each example comes from (options: four per question)
         with autocast(settings, peft_model):
-            run.examples[name], targets = T.teach(peft_model, tokenizer, name, texts, settings.tokens,
-                                                  None if settings.target is RefineTarget.greedy else every)
+            if settings.target is RefineTarget.options:
+                run.examples[name], targets, owner = T.teach_options(peft_model, tokenizer, name, prompts[name],
+                                                                     texts, settings.tokens)
+            else:
+                run.examples[name], targets = T.teach(peft_model, tokenizer, name, texts, settings.tokens,
+                                                      None if settings.target is RefineTarget.greedy else every)
         run.targets[name] = targets if targets is not None else [
             T.Target(torch.empty(0, 0, dtype=torch.int32), torch.empty(0, 0), name) for _ in texts]
-        run.train[name], run.heldout[name] = split_heldout(len(texts), settings.heldout, settings.seed, name)
-        log(f"teacher {name}: {len(texts)} targets ({time.perf_counter() - t0:.0f} s), "
-            f"{len(run.heldout[name])} held out")
+        train_p, held_p = split_heldout(len(texts), settings.heldout, settings.seed, name)  # by prompt
+        held = set(held_p)
+        run.train[name] = [j for j, o in enumerate(owner) if o not in held]
+        run.heldout[name] = [j for j, o in enumerate(owner) if o in held]
+        log(f"teacher {name}: {len(run.examples[name])} targets for {len(texts)} prompts "
+            f"({time.perf_counter() - t0:.0f} s), {len(held)} prompts held out")
+    run.start = starts[0]
+    if len(starts) > 1:
+        run.start, run.start_choice = choose_start(peft_model, model, starts, lambda a: {
+            n: heldout_scores(run, settings, n, adapter=a) for n in run.names}, log)
+    load_adapter(peft_model, model, run.start, STUDENT, is_trainable=True)
+    fold_student_scale(peft_model)
+    peft_model.eval()
+    _activate(peft_model, STUDENT)
     for name in specialists:
         peft_model.delete_adapter(name)  # every target is cached: the teachers never run again
-    _activate(peft_model, STUDENT)
     if settings.keep:
         _keep_what_the_start_does(run, settings, every)
     return run
@@ -180,8 +199,9 @@ def prepare(model, tokenizer, start: Path, specialists: Mapping[str, Path], prom
 
 @torch.no_grad()
 def _keep_what_the_start_does(run: RefineRun, settings: RefineSettings, every: bool, batch_size: int = 32) -> None:
-    """Prompts whose teacher continuation the start already produces (every token its argmax) get the start's own
-    distribution as their target. The check reads the continuation's positions only (the vocabulary head at a few
+    """Examples where the start already does what the teacher does (its argmax the teacher's top token at every
+    continuation position: for a greedy continuation, the start produces it) get the start's own distribution as
+    their target. The check reads the continuation's positions only (the vocabulary head at a few
     positions per prompt); the few prompts kept are then run again for their target at every matched position."""
     for name in run.names:
         examples, kept = run.examples[name], []
@@ -189,7 +209,10 @@ def _keep_what_the_start_does(run: RefineRun, settings: RefineSettings, every: b
             part = examples[i: i + batch_size]
             with autocast(settings, run.peft_model):
                 logits, tokens = T.position_logits(run.peft_model, part, run.pad, False)
-            hit = (logits.argmax(-1) == tokens).tolist()
+            # the teacher's top token at each continuation position (for a greedy continuation: its own token)
+            top = torch.cat([t.ids[-len(c):, 0].long() if t.ids.numel() else torch.tensor(c)
+                             for (_, c), t in zip(part, run.targets[name][i: i + batch_size])]).to(tokens.device)
+            hit = (logits.argmax(-1) == top).tolist()
             at = 0
             for j, (_, cont) in enumerate(part):
                 if all(hit[at: at + len(cont)]):
@@ -206,10 +229,11 @@ def _keep_what_the_start_does(run: RefineRun, settings: RefineSettings, every: b
 
 
 @torch.no_grad()
-def heldout_scores(run: RefineRun, settings: RefineSettings, name: str, batch_size: int = 32) -> dict:
-    """Adapter `name`'s held-out agreement with its teacher's continuation and its held-out objective (the training
-    loss, unweighted), from one pass."""
-    _activate(run.peft_model, STUDENT)
+def heldout_scores(run: RefineRun, settings: RefineSettings, name: str, batch_size: int = 32,
+                   adapter: str = STUDENT) -> dict:
+    """The student's (or `adapter`'s) held-out agreement with teacher `name`'s continuation and its held-out
+    objective (the training loss, unweighted), from one pass."""
+    _activate(run.peft_model, adapter)
     every, greedy = settings.target is RefineTarget.kl_all, settings.target is RefineTarget.greedy
     idx = run.heldout[name]
     totals, objective_sum = [0.0, 0, 0, 0], 0.0
@@ -341,40 +365,3 @@ def _entry(point: Mapping) -> dict:
     """A history entry (plain JSON): step, selection loss, validation accuracy."""
     return {"step": point["step"], "loss": point["loss"], "accuracy": point["accuracy"],
             "accuracy_by_domain": point["accuracy_by_domain"]}
-
-
-def write_adapter(run: RefineRun, start: Path, out_tmp: Path, report: dict) -> None:
-    """The student as a plain PEFT LoRA (scale 1, the start's ranks and targets) and its report."""
-    from safetensors.torch import save_file
-
-    config = as_bad_input(limits.read_json)(Path(start) / "adapter_config.json", "--start config")
-    ranks = dict(config.get("rank_pattern") or {})
-    config.update(lora_alpha=config["r"], use_rslora=False, alpha_pattern={k: v for k, v in ranks.items()},
-                  inference_mode=True)
-    tensors = student_state(run.peft_model)
-    bad = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
-    if bad:
-        raise BadInputError(f"the refined factors are not finite ({bad[0]}); lower --lr")
-    save_file(tensors, str(out_tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
-    (out_tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    (out_tmp / "refine_report.json").write_text(json.dumps(report, indent=2) + "\n")
-
-
-def describe(report: Mapping) -> list[str]:
-    """One line per adapter: held-out agreement with its teacher, start → refined."""
-    lines = []
-    for name, end in report["final"].items():
-        s = report["start"][name]
-        lines.append(f"{name}: token agreement {s['token_agreement']:.1%} → {end['token_agreement']:.1%}, "
-                     f"whole continuation {s['sequence_agreement']:.1%} → {end['sequence_agreement']:.1%} "
-                     f"({end['prompts']} held-out prompts"
-                     + (f"; {report['kept'][name]} prompts kept as the start does them" if report.get("kept") else "")
-                     + ")")
-    if report.get("validation"):
-        v = report["validation"]
-        lines.append("validation accuracy: " + ", ".join(f"{d} {v['start'][d]:.1%} → {v['best'][d]:.1%}"
-                                                         for d in v["start"]))
-    if report.get("returned_start"):
-        lines.append("no gain over the start: the start is returned unchanged")
-    return lines
-

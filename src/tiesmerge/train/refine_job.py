@@ -14,6 +14,7 @@ from tiesmerge.errors import BadInputError
 from tiesmerge.merge.recipe import Recipe
 from tiesmerge.train import refine as R
 from tiesmerge.train.checkpoint import Checkpoint
+from tiesmerge.train.refine_output import describe, write_adapter
 
 
 def checkpoint_dir(output: Path) -> Path:
@@ -34,6 +35,14 @@ def start_merge(spec: Recipe, folder: Path, log: Callable[[str], None]) -> Path:
     return target
 
 
+def starts_of(start) -> list[Path]:
+    """The start given — one merge, or several candidates (refine chooses the one closest to its teachers) — as
+    a list (empty: none given)."""
+    if start is None:
+        return []
+    return [Path(start)] if isinstance(start, (str, Path)) else [Path(s) for s in start]
+
+
 def check_finite_start(start: Path) -> None:
     """A start whose factors hold NaN or ±inf cannot be refined (every loss would be NaN): one line naming it."""
     import torch
@@ -48,7 +57,7 @@ def check_finite_start(start: Path) -> None:
 
 
 def run_refine(spec: Recipe, prompts: Mapping[str, Sequence[Prompt]], settings: R.RefineSettings, *, base: str,
-               start: Path | None, output: Path, force: bool = False, restart: bool = False, device: str = "auto",
+               start: Path | Sequence[Path] | None, output: Path, force: bool = False, restart: bool = False, device: str = "auto",
                dtype: str = "auto", load_in_4bit: bool = False, log: Callable[[str], None] = lambda m: None,
                progress: Callable[[int, int, str], None] | None = None, command: str | None = None,
                validation: Sequence = ()) -> dict:
@@ -68,10 +77,11 @@ def run_refine(spec: Recipe, prompts: Mapping[str, Sequence[Prompt]], settings: 
             shutil.rmtree(ckpt_dir, ignore_errors=True)
         raise
     with atomic_output_dir(Path(output), force) as tmp:
-        R.write_adapter(run, start_path, tmp, report)
+        write_adapter(run, start_path, tmp, report)
     Checkpoint(ckpt_dir, key).remove()
-    lines = R.describe({"start": report["start_agreement"], "final": report["final"], "kept": report["kept"],
-                        "returned_start": report["returned_start"], "validation": report["validation"]})
+    lines = describe({"start": report["start_agreement"], "final": report["final"], "kept": report["kept"],
+                      "returned_start": report["returned_start"], "validation": report["validation"],
+                      "start_choice": report.get("start_choice")})
     return {"report": report, "lines": lines}
 
 
@@ -80,14 +90,17 @@ def _train(spec, prompts, settings, base, start, ckpt_dir, device, dtype, load_i
     """The start merge, the base and teachers, the training: (start, report, run, checkpoint key)."""
     from tiesmerge.eval.models import load_base
 
-    start_path = Path(start) if start is not None else start_merge(spec, ckpt_dir, log)
-    check_finite_start(start_path)
+    starts = starts_of(start) or [start_merge(spec, ckpt_dir, log)]
+    for s in starts:
+        check_finite_start(s)
     adapters = {a.name: a.path for a in spec.adapters}
-    key = cache_key("refine", R.REFINE_VERSION, base, dtype, load_in_4bit, settings.as_dict(), adapter_digest(start_path),
+    key = cache_key("refine", R.REFINE_VERSION, base, dtype, load_in_4bit, settings.as_dict(),
+                    [adapter_digest(s) for s in starts],
                     [(n, adapter_digest(p), prompts_digest(prompts[n], settings.prompt_format)) for n, p in adapters.items()],
                     [(q.id, q.domain, q.question, list(q.choices), q.answer) for q in validation])
     model, tok = load_base(base, dtype=dtype, device=device, load_in_4bit=load_in_4bit)
-    run = R.prepare(model, tok, start_path, adapters, prompts, settings, log, validation)
+    run = R.prepare(model, tok, starts, adapters, prompts, settings, log, validation)
+    start_path = run.start
     try:
         report = R.train(run, settings, Checkpoint(ckpt_dir, key), progress=progress or _plain_progress(log), log=log)
     except KeyboardInterrupt:
@@ -97,6 +110,7 @@ def _train(spec, prompts, settings, base, start, ckpt_dir, device, dtype, load_i
         raise
     report["start_agreement"] = report.pop("start")
     report.update(settings=settings.as_dict(), base=base, start=str(start_path), command=command,
+                  start_choice=run.start_choice or None,
                   adapters={n: str(p) for n, p in adapters.items()},
                   prompts={n: len(prompts[n]) for n in adapters}, refine_version=R.REFINE_VERSION)
     return start_path, report, run, key

@@ -14,6 +14,7 @@ class RefineTarget(Choice):
     greedy = "greedy"  # cross-entropy on the teacher's greedy continuation
     kl = "kl"  # KL(teacher ‖ student) on the vocabulary at the continuation's positions
     kl_all = "kl_all"  # the same at every position: the prompt's and the continuation's
+    options = "options"  # KL at every token of each of a question's four options, teacher-forced after the prompt
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class RefineSettings:
             raise BadInputError(f"refine --lr must be in (0, 1), got {self.lr}")
         if not 0 < self.heldout < 1:
             raise BadInputError(f"refine --heldout must be a share in (0, 1), got {self.heldout}")
+        if self.target is RefineTarget.options and self.prompt_format is PromptFormat.letters:
+            raise BadInputError("refine --target options scores each option's text after a cloze prompt; use "
+                                "--prompt-format cloze (letters prompts show the options: use kl or kl_all there)")
         if self.patience < 1:
             raise BadInputError("refine --patience must be at least 1")
         for name in ("keep", "normalize", "autocast"):

@@ -165,6 +165,35 @@ def teach(peft_model, tokenizer, name: str, texts: Sequence[str], tokens: int, e
     return examples, targets
 
 
+@torch.no_grad()
+def teach_options(peft_model, tokenizer, name: str, prompts: Sequence, texts: Sequence[str], tokens: int,
+                  batch_size: int = 32, k: int = TOP_K) -> tuple[list[Example], list[Target], list[int]]:
+    """A question's four options teacher-forced after its prompt — ` option` closed by a newline, as cloze scoring
+    reads them — one example per option, its target the teacher's distribution at the option's tokens (only the
+    question and its options are read: there is no answer in a Prompt). A prompt without four options (a plain
+    text) gets its greedy continuation instead. Returns (examples, targets, the prompt index of each example)."""
+    from tiesmerge.eval.cloze import answer_ids
+
+    activate(peft_model, name)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    mine: dict[int, list[tuple[Example, Target]]] = {}
+    plain = [i for i, p in enumerate(prompts) if not (p.is_question and len(p.choices) == 4)]
+    if plain:
+        ex, tg = teach(peft_model, tokenizer, name, [texts[i] for i in plain], tokens, False, batch_size, k)
+        mine.update({i: [(e, t)] for i, e, t in zip(plain, ex, tg)})
+    forced = [(i, (encode_prompt(tokenizer, texts[i]), answer_ids(tokenizer, c)))
+              for i, p in enumerate(prompts) if i not in mine for c in p.choices]
+    if any(not e[0] for _, e in forced):
+        raise BadInputError("a calibration prompt encodes to no tokens")
+    for j in range(0, len(forced), batch_size):
+        part = [e for _, e in forced[j: j + batch_size]]
+        logits, _ = position_logits(peft_model, part, pad, False)
+        for (i, e), rows in zip(forced[j: j + batch_size], logits.split(sizes_of(part, False))):
+            mine.setdefault(i, []).append((e, Target.from_logits(rows, name, k)))
+    order = [(i, e, t) for i in range(len(prompts)) for e, t in mine[i]]
+    return [e for _, e, _ in order], [t for _, _, t in order], [i for i, _, _ in order]
+
+
 def teacher_continuations(peft_model, tokenizer, name: str, texts: Sequence[str], tokens: int,
                           batch_size: int = 32) -> list[Example]:
     """Each prompt's greedy continuation under adapter `name` (cut after an end-of-sequence token)."""

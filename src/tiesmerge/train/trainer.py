@@ -100,14 +100,18 @@ def _answer_loss(model, labels: torch.Tensor, **kwargs) -> torch.Tensor:
 
 
 def batch_loss(model, examples, pad_id: int, prefix: list[int]) -> torch.Tensor:
-    """Mean answer-token cross-entropy of a batch. A shared prompt prefix (a chat template and
-    instruction) runs once (batch 1, with gradients) and its KV cache is repeated for the batch: the
-    same loss as running every full prompt, for about a third less compute on letter-format prompts."""
+    """Mean answer-token cross-entropy of a batch (without a shared prefix: the examples packed end to end, no
+    padding). A shared prompt prefix (a chat template and instruction) runs once (batch 1, with gradients) and its
+    KV cache is repeated for the batch: the same loss as running every full prompt, for about a third less compute
+    on letter-format prompts."""
+    from tiesmerge.train.packing import packed_batch
+
     device = next(model.parameters()).device
     skip = len(prefix) if len(prefix) >= MIN_SHARED_PREFIX else 0
+    if not skip:  # no shared prefix (cloze prompts): padding-free rows (train/packing.py)
+        kwargs, matched, tokens = packed_batch(examples, pad_id, device, False)
+        return torch.nn.functional.cross_entropy(logits_at(model, matched, **kwargs), tokens)
     ids, mask, labels = _batch(examples, pad_id, device, skip)
-    if not skip:
-        return _answer_loss(model, labels, input_ids=ids, attention_mask=mask)
     past = model(input_ids=torch.tensor([prefix], device=device), use_cache=True, logits_to_keep=1).past_key_values
     past.batch_repeat_interleave(len(examples))
     full_mask = torch.cat([torch.ones(len(examples), skip, dtype=mask.dtype, device=device), mask], 1)
