@@ -25,12 +25,13 @@ def demo(
                                         "(a quick look; the published table uses all 200)"),
     force: bool = typer.Option(False, "--force", help="replace a non-empty --out directory"),
 ) -> None:
-    """Train four RSLoRA specialists on the embedded SmolLM2-135M, merge them (TIES, task arithmetic, Iso-C, Iso-C
-    refined on the specialists' own prompts, PEFT ties_svd) and evaluate everything on the built-in test split.
+    """Train four RSLoRA specialists on the embedded SmolLM2-135M, merge them (TIES, task arithmetic, Iso-C, the one
+    of those closest to the specialists refined on their own prompts, PEFT ties_svd) and evaluate everything on the
+    built-in test split.
 
     Specialists, merges and evaluations are cached in the user cache ($TIESMERGE_CACHE) under keys of
-    their settings: the first run trains, refines and evaluates (36 minutes on 2 CPU cores with float32 scoring,
-    2026-12-07; scoring now runs in bf16 where the CPU has AVX-512 BF16), a second run
+    their settings: the first run trains, refines and evaluates (27 minutes on 2 CPU cores, 2026-12-07, scoring
+    in bf16 where the CPU has AVX-512 BF16), a second run
     reads everything back (seconds), and a changed setting rebuilds only what depends on it.
 
     Example: tiesmerge demo --out demo-results --limit 50   (a quicker, rougher look)
