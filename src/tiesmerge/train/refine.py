@@ -7,10 +7,10 @@ generated once); `kl` — KL(teacher ‖ student) at those positions; `kl_all` �
 `options` — KL at every token of each of a question's four options, teacher-forced after its cloze prompt (four
 examples per question, held out together; a plain text falls back to its greedy continuation).
 Teacher distributions are computed once and cached compactly (train/teacher.py), so no teacher runs during training.
-`keep`: a prompt the start already continues as its teacher does is distilled toward the start itself (what the
-start does well is kept). `normalize`: each teacher's loss is divided by the start's held-out loss on it, so a
-teacher the start is far from does not drown the others. Held-out prompts of every adapter drive selection and
-early stopping — or, given `validation` questions (labelled, held back by the user), their accuracy does; the
+`keep`: an example where the start's top token is already the teacher's at every continuation position is distilled
+toward the start itself (what the start does well is kept). `normalize`: each teacher's loss is divided by the
+start's held-out loss on it, so a teacher the start is far from does not drown the others. Held-out prompts of every
+adapter drive selection and early stopping — or, given `validation` questions (labelled, held back by the user), their accuracy does; the
 state kept is the best seen, so when nothing beats the start, the start is returned (and the report says so).
 `autocast`: forward passes in bfloat16 (AVX-512 BF16 CPUs, CUDA), the factors and optimizer in float32.
 
@@ -176,7 +176,7 @@ def prepare(model, tokenizer, start: Path | Sequence[Path], specialists: Mapping
                                                       None if settings.target is RefineTarget.greedy else every)
         run.targets[name] = targets if targets is not None else [
             T.Target(torch.empty(0, 0, dtype=torch.int32), torch.empty(0, 0), name) for _ in texts]
-        train_p, held_p = split_heldout(len(texts), settings.heldout, settings.seed, name)  # by prompt
+        _, held_p = split_heldout(len(texts), settings.heldout, settings.seed, name)  # by prompt
         held = set(held_p)
         run.train[name] = [j for j, o in enumerate(owner) if o not in held]
         run.heldout[name] = [j for j, o in enumerate(owner) if o in held]
