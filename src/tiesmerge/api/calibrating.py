@@ -296,7 +296,7 @@ def refine(recipe: RecipeLike | None = None, *, output: PathLike, base: str,
     for s in starts:
         if not (s / "adapter_config.json").is_file():
             raise BadInputError(f"--start {s}: no adapter_config.json (give a merged adapter's folder)")
-    if len(set(map(str, starts))) != len(starts):
+    if len({s.resolve() for s in starts}) != len(starts):
         raise BadInputError("--start names the same merge twice; give each candidate start once")
     readers = [AdapterReader(a.path, a.name) for a in spec.adapters]  # the start on the specialists' base, as merge
     check_base(readers + [AdapterReader(s, "--start") for s in starts], spec.base_model, spec.allow_base_mismatch)

@@ -80,17 +80,13 @@ def example_losses(student_logits: torch.Tensor, tokens: torch.Tensor, sizes: Se
     logq = torch.log_softmax(student_logits.float(), -1)
     dev = logq.device
     ce = [greedy and t.source != "start" for t in targets]
+    is_ce = torch.repeat_interleave(torch.tensor(ce, dtype=torch.bool), torch.tensor(list(sizes))).to(dev)
     per_position = torch.zeros(logq.shape[0], dtype=logq.dtype, device=dev)
-    starts = [0]
-    for n in sizes:
-        starts.append(starts[-1] + n)
-    rows = {flag: torch.tensor([j for i, f in enumerate(ce) if f is flag for j in range(starts[i], starts[i + 1])],
-                               dtype=torch.long, device=dev) for flag in (True, False)}
-    if len(rows[True]):
-        at = rows[True]
+    if bool(is_ce.any()):
+        at = is_ce.nonzero().squeeze(-1)
         per_position = per_position.index_copy(0, at, -logq.gather(-1, tokens[:, None]).squeeze(-1)[at])
-    if len(rows[False]):
-        at = rows[False]
+    if not bool(is_ce.all()):
+        at = (~is_ce).nonzero().squeeze(-1)
         ids = torch.cat([t.ids for t, f in zip(targets, ce) if not f]).to(dev)
         logp = torch.cat([t.logprobs for t, f in zip(targets, ce) if not f]).to(dev)
         sub = logq if len(at) == logq.shape[0] else logq[at]  # every position KL (kl, kl_all): no copy

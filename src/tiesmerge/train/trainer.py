@@ -17,6 +17,7 @@ import torch
 from tiesmerge.choices import Choice
 from tiesmerge.eval.questions import Question
 from tiesmerge.eval.scoring import build_prompt, common_prefix, logits_at
+from tiesmerge.train.packing import packed_batch
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -104,8 +105,6 @@ def batch_loss(model, examples, pad_id: int, prefix: list[int]) -> torch.Tensor:
     padding). A shared prompt prefix (a chat template and instruction) runs once (batch 1, with gradients) and its
     KV cache is repeated for the batch: the same loss as running every full prompt, for about a third less compute
     on letter-format prompts."""
-    from tiesmerge.train.packing import packed_batch
-
     device = next(model.parameters()).device
     skip = len(prefix) if len(prefix) >= MIN_SHARED_PREFIX else 0
     if not skip:  # no shared prefix (cloze prompts): padding-free rows (train/packing.py)
